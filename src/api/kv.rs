@@ -1,0 +1,133 @@
+//! KV service: validate, route (raft for writes, read barrier + snapshot for reads), fill the header.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::apply::Applied;
+use crate::error::Error;
+use crate::mvcc::store::range;
+use crate::mvcc::txn::{is_read_only, run_read_txn, validate_put, validate_txn};
+use crate::proto::etcdserverpb::{
+    kv_server::Kv, request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse,
+};
+use crate::proto::metastorepb::internal_request::Request as Internal;
+use crate::server::EtcdServer;
+
+pub struct KvService {
+    pub server: Arc<EtcdServer>,
+}
+
+fn unexpected(a: Applied) -> Status {
+    Error::Internal(format!("unexpected apply result {a:?}")).into()
+}
+
+/// True when every Range of a read-only txn (nested ones included) is serializable.
+fn all_serializable(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => r.serializable,
+            Some(request_op::Request::RequestTxn(t)) => all_serializable(t),
+            _ => true,
+        })
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.server;
+        s.check_message_size(&r)?;
+        if r.key.is_empty() {
+            return Err(Error::EmptyKey.into());
+        }
+        if !r.serializable {
+            s.read_barrier().await?;
+        }
+        let mut resp = s.read(move |v| range(v, &r)).await?;
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = Some(s.header(rev));
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.server;
+        s.check_message_size(&r)?;
+        validate_put(&r)?;
+        match s.propose(Internal::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(s.header(rev));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.server;
+        s.check_message_size(&r)?;
+        if r.key.is_empty() {
+            return Err(Error::EmptyKey.into());
+        }
+        match s.propose(Internal::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(s.header(rev));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.server;
+        s.check_message_size(&r)?;
+        validate_txn(&r, s.cfg.max_txn_ops)?;
+        let mut resp = if is_read_only(&r) {
+            if !all_serializable(&r) {
+                s.read_barrier().await?;
+            }
+            s.read(move |v| run_read_txn(v, &r)).await?
+        } else {
+            match s.propose(Internal::Txn(r)).await? {
+                Applied::Txn(resp) => resp,
+                other => return Err(unexpected(other)),
+            }
+        };
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = Some(s.header(rev));
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.server;
+        let physical = r.physical;
+        match s.propose(Internal::Compaction(r)).await? {
+            Applied::Compact { resp, revision } => {
+                if physical {
+                    s.compactor.wait(revision).await;
+                }
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                Ok(Response::new(CompactionResponse {
+                    header: Some(s.header(rev)),
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The client API: one tonic server per client URL carrying every etcd v3 service, plus
+//! `grpc.health.v1.Health`. Handlers are thin: validate, build the request, await, fill the header.
+//! Services not served yet are registered so that their RPCs answer `Unimplemented`.
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::{Error, Result};
+use crate::proto::etcdserverpb::{
+    auth_server::{Auth, AuthServer},
+    cluster_server::ClusterServer,
+    kv_server::KvServer,
+    lease_server::{Lease, LeaseServer},
+    maintenance_server::MaintenanceServer,
+    watch_server::{Watch, WatchServer},
+};
+use crate::proto::v3electionpb::election_server::{Election, ElectionServer};
+use crate::proto::v3lockpb::lock_server::{Lock, LockServer};
+use crate::server::EtcdServer;
+
+/// Services whose every RPC answers Unimplemented (the generated default bodies).
+#[derive(Clone, Copy)]
+pub struct NotServed;
+
+impl Watch for NotServed {}
+impl Lease for NotServed {}
+impl Auth for NotServed {}
+impl Lock for NotServed {}
+impl Election for NotServed {}
+
+/// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
+pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for u in urls {
+        let parsed = url::Url::parse(u).map_err(|e| Error::Internal(format!("{u}: {e}")))?;
+        if parsed.scheme() != "http" {
+            return Err(Error::Internal(format!(
+                "{u}: only http client URLs are served (TLS is not supported yet)"
+            )));
+        }
+        let host = parsed.host_str().unwrap_or("localhost");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = parsed.port().unwrap_or(2379);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Error::Internal(format!("resolve {u}: {e}")))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| Error::Internal(format!("{u}: no address")))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Internal(format!("listen on {u} ({addr}): {e}")))?;
+        tracing::info!(url = %u, address = %addr, "listening for client requests");
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves the client API on `listeners` until `shutdown` turns true.
+pub async fn serve(
+    server: Arc<EtcdServer>,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let limit = server.cfg.max_recv_bytes() + (16 << 20);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let kv = KvServer::new(kv::KvService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(limit);
+        let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(limit);
+        let cluster = ClusterServer::new(cluster::ClusterService {
+            server: server.clone(),
+        });
+        let mut stop = shutdown.clone();
+        let router = tonic::transport::Server::builder()
+            .add_service(kv)
+            .add_service(maintenance)
+            .add_service(cluster)
+            .add_service(WatchServer::new(NotServed))
+            .add_service(LeaseServer::new(NotServed))
+            .add_service(AuthServer::new(NotServed))
+            .add_service(LockServer::new(NotServed))
+            .add_service(ElectionServer::new(NotServed))
+            .add_service(health.clone());
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = stop.wait_for(|&s| s).await;
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::Internal(format!("server task: {e}")))?
+            .map_err(|e| Error::Internal(format!("grpc server: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Server configuration: etcd's flag names, defaults and `ETCD_*` environment variables.
+//!
+//! [`Flags`] is what the command line (or the environment) says; [`Config`] is the checked result the
+//! server runs with. Defaults equal etcd's, so a deployment can swap the binary and keep its flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// The etcd server version metastore reports (Status.version, `--version`); a semver string because
+/// clients (kube-apiserver) parse it to enable features.
+pub const DEFAULT_ETCD_VERSION: &str = "3.5.17";
+/// The etcd API version metastore serves.
+pub const ETCD_API_VERSION: &str = "3.5";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// etcd's server flags (each also read from `ETCD_<NAME>`).
+#[derive(Debug, Clone, Args)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: <name>.etcd).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the public.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (default: <name>=<initial-advertise-peer-urls>).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a raft log compaction.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// The etcd server version to report (a semver string).
+    #[arg(long, env = "METASTORE_ETCD_VERSION", default_value = DEFAULT_ETCD_VERSION)]
+    pub etcd_version: String,
+}
+
+/// The checked configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// (name, peer URL) pairs; a name may appear several times.
+    pub initial_cluster: Vec<(String, String)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub quota_backend_bytes: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub etcd_version: String,
+}
+
+/// 2 GiB, etcd's default backend quota.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+fn url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for u in s.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let parsed = url::Url::parse(u).map_err(|e| format!("--{flag}: invalid URL {u:?}: {e}"))?;
+        if parsed.scheme() != "http" && parsed.scheme() != "https" {
+            return Err(format!("--{flag}: URL scheme must be http or https: {u:?}"));
+        }
+        if parsed.host_str().is_none() || parsed.port().is_none() {
+            return Err(format!("--{flag}: URL must have a host and a port: {u:?}"));
+        }
+        out.push(u.to_string());
+    }
+    if out.is_empty() {
+        return Err(format!("--{flag} must not be empty"));
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Checks the flags the way etcd does and fills derived defaults.
+    pub fn from_flags(f: Flags) -> Result<Config, String> {
+        if f.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be > 0".into());
+        }
+        if f.election_timeout < 5 * f.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                f.election_timeout, f.heartbeat_interval
+            ));
+        }
+        if f.max_txn_ops == 0 {
+            return Err("--max-txn-ops must be > 0".into());
+        }
+        semver_ok(&f.etcd_version)?;
+        let initial_advertise_peer_urls = url_list(
+            "initial-advertise-peer-urls",
+            &f.initial_advertise_peer_urls,
+        )?;
+        let cluster_spec = f.initial_cluster.clone().unwrap_or_else(|| {
+            initial_advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={u}", f.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let mut initial_cluster = Vec::new();
+        for part in cluster_spec
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, u) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster: expected name=url, got {part:?}"))?;
+            let u = url_list("initial-cluster", u)?.remove(0);
+            initial_cluster.push((name.to_string(), u));
+        }
+        Ok(Config {
+            data_dir: f
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
+            name: f.name,
+            listen_client_urls: url_list("listen-client-urls", &f.listen_client_urls)?,
+            advertise_client_urls: url_list("advertise-client-urls", &f.advertise_client_urls)?,
+            listen_peer_urls: url_list("listen-peer-urls", &f.listen_peer_urls)?,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: f.initial_cluster_state,
+            initial_cluster_token: f.initial_cluster_token,
+            heartbeat: Duration::from_millis(f.heartbeat_interval),
+            election_timeout: Duration::from_millis(f.election_timeout),
+            snapshot_count: f.snapshot_count,
+            quota_backend_bytes: if f.quota_backend_bytes == 0 {
+                DEFAULT_QUOTA_BYTES
+            } else {
+                f.quota_backend_bytes
+            },
+            max_request_bytes: f.max_request_bytes,
+            max_txn_ops: f.max_txn_ops,
+            etcd_version: f.etcd_version,
+        })
+    }
+
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    /// Election timeout in ticks of one heartbeat.
+    pub fn election_ticks(&self) -> usize {
+        (self.election_timeout.as_millis() / self.heartbeat.as_millis().max(1)) as usize
+    }
+
+    /// gRPC receive limit: max-request-bytes plus 512 KiB, as etcd sets it.
+    pub fn max_recv_bytes(&self) -> usize {
+        self.max_request_bytes + 512 * 1024
+    }
+}
+
+fn semver_ok(v: &str) -> Result<(), String> {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "--etcd-version must be a semver string like 3.5.17, got {v:?}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        f: Flags,
+    }
+
+    fn cfg(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["metastore"];
+        v.extend_from_slice(args);
+        Config::from_flags(T::try_parse_from(v).map_err(|e| e.to_string())?.f)
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.listen_client_urls, vec!["http://localhost:2379"]);
+        assert_eq!(
+            c.initial_cluster,
+            vec![("default".to_string(), "http://localhost:2380".to_string())]
+        );
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.election_ticks(), 10);
+        assert_eq!(c.max_recv_bytes(), 2 * 1024 * 1024);
+        assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(cfg(&["--listen-client-urls", "localhost:2379"]).is_err());
+        assert!(cfg(&["--election-timeout", "100"]).is_err());
+        assert!(cfg(&["--initial-cluster", "nonsense"]).is_err());
+        assert!(cfg(&["--etcd-version", "latest"]).is_err());
+        assert!(cfg(&["--max-txn-ops", "x"]).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The `metastore` command: with no subcommand it serves one member, taking etcd's flags and `ETCD_*`
+//! environment variables.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use metastore::config::{Config, Flags, ETCD_API_VERSION};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "metastore",
+    about = "An etcd-v3-compatible, strongly consistent key-value store for metadata",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print the version and exit.
+    #[arg(long)]
+    version: bool,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// etcd (Go's flag package) accepts `-name value` as well as `--name value`; clap wants two dashes.
+fn normalize_args() -> Vec<String> {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let long_like = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a.as_bytes()[1].is_ascii_alphabetic()
+                && a[1..].split('=').next().is_some_and(|n| n.len() > 1);
+            if i > 0 && long_like {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn print_version(etcd_version: &str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    println!("metastore Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("etcd Version: {etcd_version}");
+    println!("API Version: {ETCD_API_VERSION}");
+    println!("OS/Arch: {}/{arch}", std::env::consts::OS);
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let level = match level {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        other => return Err(format!("--log-level: unknown level {other:?}")),
+    };
+    let filter = EnvFilter::try_from_env("METASTORE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},raft=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args());
+    if cli.version {
+        print_version(&cli.flags.etcd_version);
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&cli.flags.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    let cfg = match Config::from_flags(cli.flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(metastore::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "metastore stopped with an error");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, never shut down by signal (the default action still kills us).
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+}

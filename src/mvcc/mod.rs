@@ -1,0 +1,14 @@
+//! The MVCC keyspace with etcd's revision semantics, stored in RocksDB (DESIGN.md §2).
+//!
+//! `revision` holds the key encodings, `store` the read side (Range), `write` the apply batch (Put,
+//! DeleteRange), `txn` transactions and their validation, `compact` physical compaction. Nothing here
+//! knows about gRPC or raft.
+
+pub mod compact;
+pub mod revision;
+pub mod store;
+pub mod txn;
+pub mod write;
+
+pub use store::{KeyRange, KvRead, ReadView, Store};
+pub use write::{KvWrite, WriteBatch};

@@ -1,0 +1,327 @@
+//! The raft node: one thread owning the raft-rs `RawNode`, running the Ready loop in raft-rs's
+//! documented order.
+//!
+//! Inputs arrive on one channel ([`NodeMsg`]): proposals, ReadIndex requests, apply progress and log
+//! compaction. Committed entries are handed to the apply thread over a channel and never waited on, so a
+//! slow apply or a slow client never stalls raft. Concurrent ReadIndex requests that arrive together
+//! share one ReadIndex round.
+//!
+//! Invariants: entries and hard state are persisted (synced) before the Ready is advanced; messages that
+//! must wait for persistence are sent only after it; raft is told an index is applied only after the
+//! apply thread has written it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{Entry, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::oneshot;
+
+use super::storage::RaftStorage;
+use crate::error::{Error, Result};
+
+/// What the node thread is asked to do.
+pub enum NodeMsg {
+    /// Propose an entry; `id` is reported back through the drop callback if raft refuses it.
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
+    /// Ask for a read index (answered with the commit index confirmed by a quorum).
+    ReadIndex(oneshot::Sender<Result<u64>>),
+    /// The apply thread has applied (written) everything up to this index.
+    Applied(u64),
+    /// Applied state up to this index is durable: the log may be compacted behind it.
+    CompactLog(u64),
+    Shutdown,
+}
+
+/// Live raft facts shared with the API layer.
+#[derive(Default)]
+pub struct RaftStatus {
+    pub leader: AtomicU64,
+    pub term: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+}
+
+impl RaftStatus {
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    pub fn commit(&self) -> u64 {
+        self.commit.load(Ordering::Acquire)
+    }
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+}
+
+/// Node settings.
+pub struct NodeConfig {
+    pub id: u64,
+    pub heartbeat: Duration,
+    pub election_ticks: usize,
+    pub applied: u64,
+    pub request_timeout: Duration,
+}
+
+/// Handle used by the rest of the server to talk to the node thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: mpsc::Sender<NodeMsg>,
+    pub status: Arc<RaftStatus>,
+}
+
+impl RaftHandle {
+    pub fn send(&self, msg: NodeMsg) -> Result<()> {
+        self.tx.send(msg).map_err(|_| Error::Stopped)
+    }
+}
+
+type DropFn = Box<dyn Fn(u64, Error) + Send>;
+
+struct Node {
+    raw: RawNode<RaftStorage>,
+    storage: RaftStorage,
+    status: Arc<RaftStatus>,
+    apply_tx: mpsc::Sender<Vec<Entry>>,
+    on_drop: DropFn,
+    pending_reads: Vec<oneshot::Sender<Result<u64>>>,
+    inflight_reads: HashMap<Vec<u8>, (Instant, Vec<oneshot::Sender<Result<u64>>>)>,
+    read_seq: u64,
+    request_timeout: Duration,
+}
+
+/// Starts the node thread. `on_drop` is called for proposals raft refuses (e.g. no leader).
+pub fn start(
+    cfg: NodeConfig,
+    storage: RaftStorage,
+    logger: &slog::Logger,
+    apply_tx: mpsc::Sender<Vec<Entry>>,
+    on_drop: DropFn,
+) -> Result<(RaftHandle, std::thread::JoinHandle<()>)> {
+    let rc = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks.max(2),
+        heartbeat_tick: 1,
+        applied: cfg.applied,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        pre_vote: true,
+        check_quorum: true,
+        ..Default::default()
+    };
+    let mut raw = RawNode::new(&rc, storage.clone(), logger)
+        .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+    let voters = raw
+        .raft
+        .prs()
+        .conf()
+        .voters()
+        .ids()
+        .iter()
+        .collect::<Vec<_>>();
+    if voters == [cfg.id] && raw.raft.state != StateRole::Leader {
+        // A single voter need not wait an election timeout to lead.
+        raw.campaign()
+            .map_err(|e| Error::Internal(format!("raft campaign: {e}")))?;
+    }
+    let (tx, rx) = mpsc::channel();
+    let status = Arc::new(RaftStatus::default());
+    status.applied.store(cfg.applied, Ordering::Release);
+    let mut node = Node {
+        raw,
+        storage,
+        status: status.clone(),
+        apply_tx,
+        on_drop,
+        pending_reads: Vec::new(),
+        inflight_reads: HashMap::new(),
+        read_seq: 0,
+        request_timeout: cfg.request_timeout,
+    };
+    let heartbeat = cfg.heartbeat;
+    let join = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || node.run(rx, heartbeat))
+        .map_err(|e| Error::Internal(format!("spawn raft thread: {e}")))?;
+    Ok((RaftHandle { tx, status }, join))
+}
+
+impl Node {
+    fn run(&mut self, rx: mpsc::Receiver<NodeMsg>, heartbeat: Duration) {
+        let mut next_tick = Instant::now() + heartbeat;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(NodeMsg::Shutdown) => return,
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Take whatever else is queued so that one Ready (one fsync) covers it.
+            for _ in 0..4096 {
+                match rx.try_recv() {
+                    Ok(NodeMsg::Shutdown) => return,
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick = Instant::now() + heartbeat;
+                self.expire_reads();
+            }
+            self.issue_reads();
+            if let Err(e) = self.on_ready() {
+                // The log could not be persisted: continuing could lose acknowledged writes.
+                tracing::error!(error = %e, "raft storage failure, stopping");
+                std::process::exit(2);
+            }
+            self.publish_status();
+        }
+    }
+
+    fn handle(&mut self, m: NodeMsg) {
+        match m {
+            NodeMsg::Propose { id, data } => {
+                if let Err(e) = self.raw.propose(vec![], data) {
+                    let err = match e {
+                        raft::Error::ProposalDropped if self.raw.raft.leader_id == 0 => {
+                            Error::NoLeader
+                        }
+                        raft::Error::ProposalDropped => Error::LeaderChanged,
+                        other => Error::Internal(format!("raft propose: {other}")),
+                    };
+                    (self.on_drop)(id, err);
+                }
+            }
+            NodeMsg::ReadIndex(tx) => self.pending_reads.push(tx),
+            NodeMsg::Applied(index) => {
+                self.raw.advance_apply_to(index);
+                self.status.applied.store(index, Ordering::Release);
+            }
+            NodeMsg::CompactLog(index) => {
+                if let Err(e) = self.storage.compact(index) {
+                    tracing::warn!(error = %e, index, "raft log compaction failed");
+                }
+            }
+            NodeMsg::Shutdown => {}
+        }
+    }
+
+    /// Starts one ReadIndex round for every read request queued since the last one.
+    fn issue_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        if self.raw.raft.leader_id == 0 {
+            for tx in self.pending_reads.drain(..) {
+                let _ = tx.send(Err(Error::NoLeader));
+            }
+            return;
+        }
+        // raft-rs drops a ReadIndex until the leader has committed an entry of its own term.
+        let log = &self.raw.raft.raft_log;
+        if self.raw.raft.state == StateRole::Leader
+            && log.term(log.committed).ok() != Some(self.raw.raft.term)
+        {
+            return;
+        }
+        self.read_seq += 1;
+        let ctx = self.read_seq.to_be_bytes().to_vec();
+        let waiters = std::mem::take(&mut self.pending_reads);
+        self.inflight_reads
+            .insert(ctx.clone(), (Instant::now(), waiters));
+        self.raw.read_index(ctx);
+    }
+
+    /// Rounds that raft dropped (leader change) are failed so their callers retry.
+    fn expire_reads(&mut self) {
+        let timeout = self.request_timeout;
+        self.inflight_reads.retain(|_, (at, waiters)| {
+            if at.elapsed() < timeout {
+                return true;
+            }
+            for tx in waiters.drain(..) {
+                let _ = tx.send(Err(Error::Timeout));
+            }
+            false
+        });
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        // Peer transport arrives with the cluster issue; a one-member group sends nothing.
+        if !msgs.is_empty() {
+            tracing::debug!(
+                count = msgs.len(),
+                "dropping raft messages: no peer transport"
+            );
+        }
+    }
+
+    fn hand_to_apply(&mut self, entries: Vec<Entry>) {
+        if !entries.is_empty() && self.apply_tx.send(entries).is_err() {
+            tracing::error!("apply thread is gone");
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        // 1. Messages a leader may send before persisting.
+        let msgs = rd.take_messages();
+        self.send_messages(msgs);
+        // 2. Snapshot from the leader (the cluster issue streams checkpoints).
+        if !rd.snapshot().is_empty() {
+            return Err(Error::Internal(
+                "raft snapshots are not supported yet".into(),
+            ));
+        }
+        // 3. Read states answer ReadIndex rounds.
+        for rs in rd.take_read_states() {
+            if let Some((_, waiters)) = self.inflight_reads.remove(&rs.request_ctx) {
+                for tx in waiters {
+                    let _ = tx.send(Ok(rs.index));
+                }
+            }
+        }
+        // 4. Committed entries go to apply, without waiting for it.
+        let committed = rd.take_committed_entries();
+        self.hand_to_apply(committed);
+        // 5. Persist entries and hard state.
+        let sync = rd.must_sync();
+        self.storage.append(rd.entries(), rd.hs(), sync)?;
+        // 6. Messages that needed the persisted state.
+        let msgs = rd.take_persisted_messages();
+        self.send_messages(msgs);
+        // 7. Advance; the light ready carries the new commit index and what it committed.
+        let mut light = self.raw.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit)?;
+        }
+        let msgs = light.take_messages();
+        self.send_messages(msgs);
+        let committed = light.take_committed_entries();
+        self.hand_to_apply(committed);
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        self.status.leader.store(r.leader_id, Ordering::Release);
+        self.status.term.store(r.term, Ordering::Release);
+        self.status
+            .commit
+            .store(r.raft_log.committed, Ordering::Release);
+    }
+}

@@ -1,0 +1,302 @@
+//! The member: wires storage, MVCC, raft and apply together and offers the request paths to the API
+//! layer (propose and wait, linearizable read barrier, reads on a snapshot, response headers).
+//!
+//! Start-up: open the data dir; bootstrap a new cluster from the initial-cluster flags, or come back from
+//! the data dir (the flags are then ignored); start the raft and apply threads; publish this member's
+//! name and client URLs through raft; then serve.
+//!
+//! Invariants: handlers never block the async runtime (RocksDB reads run on the blocking pool) and never
+//! wait on the raft or apply threads other than through channels with a deadline.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{timeout_at, Instant};
+
+use crate::apply::{stored_applied_index, Applied, Applier, ApplyResult};
+use crate::cluster::{self, META_CLUSTER_ID, META_MEMBER_ID};
+use crate::config::{ClusterState, Config};
+use crate::error::{Error, Result};
+use crate::mvcc::compact::Compactor;
+use crate::mvcc::{ReadView, Store};
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::metastorepb::{
+    internal_request::Request, InternalRequest, MemberAttributes, MemberRecord,
+};
+use crate::raft::propose::{IdGen, Wait};
+use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
+use crate::storage::{encode_u64, Db, CF_META};
+
+/// Most committed-but-unapplied entries before new proposals are refused (etcd's limit).
+const MAX_GAP_BETWEEN_APPLY_AND_COMMIT: u64 = 5_000;
+
+/// A running member.
+pub struct EtcdServer {
+    pub cfg: Config,
+    pub db: Db,
+    pub store: Store,
+    pub raft: RaftHandle,
+    pub compactor: Compactor,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    waits: Arc<Wait<ApplyResult>>,
+    ids: IdGen,
+    applied: watch::Receiver<u64>,
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl EtcdServer {
+    /// Opens or bootstraps the member and starts its raft and apply threads.
+    pub fn start(cfg: Config) -> Result<Arc<EtcdServer>> {
+        let db = Db::open(&cfg.data_dir)?;
+        let raft_storage = RaftStorage::open(db.clone())?;
+        let (member_id, cluster_id) = if raft_storage.is_initialized() {
+            let m = db.get_u64(CF_META, META_MEMBER_ID)?;
+            let c = db.get_u64(CF_META, META_CLUSTER_ID)?;
+            tracing::info!(member_id = %format!("{m:x}"), cluster_id = %format!("{c:x}"),
+                "restarting member from its data dir");
+            (m, c)
+        } else {
+            bootstrap(&cfg, &db, &raft_storage)?
+        };
+        let store = Store::open(db.clone())?;
+        let compactor = Compactor::start(db.clone())?;
+        let applied = stored_applied_index(&store)?;
+        let waits: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let drop_waits = waits.clone();
+        let (raft, raft_join) = raftmod::node::start(
+            NodeConfig {
+                id: member_id,
+                heartbeat: cfg.heartbeat,
+                election_ticks: cfg.election_ticks(),
+                applied,
+                request_timeout: cfg.request_timeout(),
+            },
+            raft_storage,
+            &raftmod::logger(),
+            apply_tx,
+            Box::new(move |id, err| {
+                drop_waits.trigger(id, Err(err));
+            }),
+        )?;
+        let applier = Applier {
+            store: store.clone(),
+            waits: waits.clone(),
+            compactor: compactor.clone(),
+            raft: raft.clone(),
+            applied_tx,
+            snapshot_count: cfg.snapshot_count,
+            applied,
+            last_log_compaction: applied,
+        };
+        let apply_join = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || applier.run(apply_rx))
+            .map_err(|e| Error::Internal(format!("spawn apply thread: {e}")))?;
+        Ok(Arc::new(EtcdServer {
+            cfg,
+            db,
+            store,
+            raft,
+            compactor,
+            member_id,
+            cluster_id,
+            waits,
+            ids: IdGen::new(member_id),
+            applied: applied_rx,
+            threads: parking_lot::Mutex::new(vec![raft_join, apply_join]),
+        }))
+    }
+
+    /// Publishes this member's name and client URLs through raft (retried until it is applied).
+    pub async fn publish(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let req = Request::MemberAttributes(MemberAttributes {
+                member_id: self.member_id,
+                name: self.cfg.name.clone(),
+                client_urls: self.cfg.advertise_client_urls.clone(),
+            });
+            match self.propose(req).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "publish not applied yet, retrying");
+                    tokio::time::sleep(self.cfg.heartbeat).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stops the raft and apply threads (after the API has stopped).
+    pub fn stop(&self) {
+        let _ = self.raft.send(NodeMsg::Shutdown);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// A response header with this member's identity.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.status.term(),
+        }
+    }
+
+    /// The applied raft index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Refuses a request bigger than the gRPC receive limit, as grpc-go does in etcd.
+    pub fn check_message_size(&self, m: &impl Message) -> Result<()> {
+        let len = m.encoded_len();
+        let limit = self.cfg.max_recv_bytes();
+        if len > limit {
+            return Err(Error::MessageTooLarge(len, limit));
+        }
+        Ok(())
+    }
+
+    /// Proposes a request through raft and waits until it is applied here.
+    pub async fn propose(&self, req: Request) -> Result<Applied> {
+        let id = self.ids.next();
+        let data = InternalRequest {
+            id,
+            request: Some(req),
+        }
+        .encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            return Err(Error::RequestTooLarge);
+        }
+        let status = &self.raft.status;
+        if status.commit().saturating_sub(self.applied_index()) > MAX_GAP_BETWEEN_APPLY_AND_COMMIT {
+            return Err(Error::TooManyRequests);
+        }
+        let rx = self.waits.register(id);
+        if let Err(e) = self.raft.send(NodeMsg::Propose { id, data }) {
+            self.waits.cancel(id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.cfg.request_timeout(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => {
+                self.waits.cancel(id);
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the call began (ReadIndex).
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.raft.send(NodeMsg::ReadIndex(tx))?;
+            let index = match timeout_at(deadline, rx).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Ok(Ok(Ok(index))) => index,
+                Ok(Ok(Err(e))) => {
+                    if Instant::now() + self.cfg.heartbeat >= deadline {
+                        return Err(e);
+                    }
+                    // No leader yet or the round was dropped: try a new round after a heartbeat.
+                    tokio::time::sleep(self.cfg.heartbeat).await;
+                    continue;
+                }
+            };
+            let mut applied = self.applied.clone();
+            return match timeout_at(deadline, applied.wait_for(|&a| a >= index)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(Error::Stopped),
+                Err(_) => Err(Error::Timeout),
+            };
+        }
+    }
+
+    /// Runs a read on a snapshot of the committed state, on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadView<'_>) -> Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.with_view(f))
+            .await
+            .map_err(|e| Error::Internal(format!("read task: {e}")))?
+    }
+}
+
+/// Writes the initial membership of a new cluster.
+fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, u64)> {
+    if cfg.initial_cluster_state == ClusterState::Existing {
+        return Err(Error::Internal(
+            "joining an existing cluster (--initial-cluster-state existing) is not supported yet"
+                .into(),
+        ));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (n, _) in &cfg.initial_cluster {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let mut members = Vec::new();
+    for n in &names {
+        let urls: Vec<String> = cfg
+            .initial_cluster
+            .iter()
+            .filter(|(m, _)| m == n)
+            .map(|(_, u)| u.clone())
+            .collect();
+        members.push(MemberRecord {
+            id: cluster::member_id(&urls, &cfg.initial_cluster_token),
+            name: n.clone(),
+            peer_urls: urls,
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+    }
+    let local = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
+        Error::Internal(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            cfg.name
+        ))
+    })?;
+    let mut want = cfg.initial_advertise_peer_urls.clone();
+    want.sort();
+    let mut have = local.peer_urls.clone();
+    have.sort();
+    if want != have {
+        return Err(Error::Internal(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\"(resolved from {:?}) != \"{}\"(resolved from {:?}))",
+            cfg.name, have.join(","), want.join(","), want.join(","), want, have.join(","), have
+        )));
+    }
+    let member_id = local.id;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let cluster_id = cluster::cluster_id(&ids);
+    let mut batch = rocksdb::WriteBatch::default();
+    for m in &members {
+        cluster::put_member(db, &mut batch, m)?;
+    }
+    let meta = db.cf(CF_META)?;
+    batch.put_cf(&meta, META_MEMBER_ID, encode_u64(member_id));
+    batch.put_cf(&meta, META_CLUSTER_ID, encode_u64(cluster_id));
+    drop(meta);
+    db.write(batch, true)?;
+    raft_storage.bootstrap(ids)?;
+    tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
+        "bootstrapped a new cluster");
+    Ok((member_id, cluster_id))
+}
