@@ -12,3 +12,6 @@ pub mod write;
 
 pub use store::{KeyRange, KvRead, ReadView, Store};
 pub use write::{KvWrite, WriteBatch};
+
+#[cfg(test)]
+mod tests;

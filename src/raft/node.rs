@@ -86,6 +86,7 @@ impl RaftHandle {
 }
 
 type DropFn = Box<dyn Fn(u64, Error) + Send>;
+type ReadWaiter = oneshot::Sender<Result<u64>>;
 
 struct Node {
     raw: RawNode<RaftStorage>,
@@ -93,8 +94,8 @@ struct Node {
     status: Arc<RaftStatus>,
     apply_tx: mpsc::Sender<Vec<Entry>>,
     on_drop: DropFn,
-    pending_reads: Vec<oneshot::Sender<Result<u64>>>,
-    inflight_reads: HashMap<Vec<u8>, (Instant, Vec<oneshot::Sender<Result<u64>>>)>,
+    pending_reads: Vec<ReadWaiter>,
+    inflight_reads: HashMap<Vec<u8>, (Instant, Vec<ReadWaiter>)>,
     read_seq: u64,
     request_timeout: Duration,
 }

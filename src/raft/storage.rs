@@ -87,8 +87,10 @@ impl RaftStorage {
 
     /// Writes the initial configuration of a new cluster.
     pub fn bootstrap(&self, voters: Vec<u64>) -> Result<()> {
-        let mut cs = ConfState::default();
-        cs.voters = voters;
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
         let cf = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(&cf, CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
