@@ -2,20 +2,25 @@
 //!
 //! Each batch of committed entries is applied into one MVCC [`WriteBatch`], which also carries the applied
 //! raft index; then the batch is written, readers see the new revision, and the results go to the
-//! handlers waiting on this member. Apply is deterministic: it reads nothing but the log and the state.
+//! handlers waiting on this member. Membership changes are applied to raft (through the node thread) and
+//! to the members column family in the same batch as the conf state. A snapshot from the leader replaces
+//! the state, in order with the entries before it. Apply is deterministic: it reads nothing but the log
+//! and the state.
 //!
 //! Invariants: an entry at or below the stored applied index is skipped (replay after a crash is
 //! idempotent); waiters are woken only after the write that holds their result; the raft log is
 //! compacted only behind applied state that was synced first.
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use prost::Message;
-use raft::eraftpb::{Entry, EntryType};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use tokio::sync::watch;
 
-use crate::cluster::{get_member, put_member};
+use crate::cluster::{get_member, list_members, put_member};
 use crate::error::{Error, Result};
 use crate::mvcc::compact::Compactor;
 use crate::mvcc::txn::run_txn;
@@ -23,14 +28,16 @@ use crate::mvcc::{KvWrite, Store, WriteBatch};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
-use crate::proto::metastorepb::{internal_request::Request, InternalRequest, MemberRecord};
+use crate::proto::metastorepb::{
+    internal_request::Request, member_change::Kind, InternalRequest, MemberChange, MemberRecord,
+};
 use crate::raft::propose::Wait;
-use crate::raft::{NodeMsg, RaftHandle};
-use crate::storage::{encode_u64, CF_META};
+use crate::raft::storage::CONF_STATE;
+use crate::raft::transport::Transport;
+use crate::raft::{ApplyMsg, NodeMsg, RaftHandle};
+use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, CF_RAFT_STATE};
 
-/// `meta` CF names owned by apply.
-pub const META_APPLIED_INDEX: &[u8] = b"consistent_index";
-pub const META_APPLIED_TERM: &[u8] = b"applied_term";
+pub use crate::storage::{META_APPLIED_INDEX, META_APPLIED_TERM};
 
 /// Raft entries kept behind the applied index when the log is compacted (for slow followers).
 const LOG_KEEP: u64 = 5_000;
@@ -46,6 +53,7 @@ pub enum Applied {
         resp: CompactionResponse,
         revision: i64,
     },
+    /// A membership request was applied.
     Member,
 }
 
@@ -64,6 +72,7 @@ pub struct Applier {
     pub waits: Arc<Wait<ApplyResult>>,
     pub compactor: Compactor,
     pub raft: RaftHandle,
+    pub transport: Transport,
     pub applied_tx: watch::Sender<u64>,
     pub snapshot_count: u64,
     pub applied: u64,
@@ -72,20 +81,67 @@ pub struct Applier {
 
 impl Applier {
     /// Runs until the node thread hangs up.
-    pub fn run(mut self, rx: mpsc::Receiver<Vec<Entry>>) {
-        while let Ok(mut entries) = rx.recv() {
-            // Coalesce what is already queued into one write.
-            while entries.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(more) => entries.extend(more),
-                    Err(_) => break,
+    pub fn run(mut self, rx: mpsc::Receiver<ApplyMsg>) {
+        let mut next: Option<ApplyMsg> = None;
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                },
+            };
+            let r = match msg {
+                ApplyMsg::Entries(mut entries) => {
+                    // Coalesce what is already queued into one write.
+                    while entries.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(ApplyMsg::Entries(more)) => entries.extend(more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_batch(entries)
                 }
-            }
-            if let Err(e) = self.apply_batch(entries) {
+                ApplyMsg::Snapshot { snapshot, done } => {
+                    let dir =
+                        PathBuf::from(String::from_utf8_lossy(snapshot.get_data()).to_string());
+                    let r = self.install(&dir, snapshot.get_metadata().index);
+                    let _ = done.send(r.clone());
+                    r
+                }
+            };
+            if let Err(e) = r {
                 tracing::error!(error = %e, "apply failed, stopping");
                 std::process::exit(2);
             }
         }
+    }
+
+    fn install(&mut self, dir: &std::path::Path, index: u64) -> Result<()> {
+        if index > self.applied {
+            checkpoint::install(self.store.db(), dir, CONF_STATE)?;
+            self.store.reload()?;
+            self.applied = index;
+            self.last_log_compaction = index;
+            self.compactor.schedule(self.store.compact_revision());
+            self.refresh_peers()?;
+            self.applied_tx.send_replace(index);
+            let _ = self.raft.send(NodeMsg::Applied(index));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    fn refresh_peers(&self) -> Result<()> {
+        let members = list_members(self.store.db())?;
+        let peers: Vec<(u64, Vec<String>)> =
+            members.into_iter().map(|m| (m.id, m.peer_ur_ls)).collect();
+        self.transport.set_peers(&peers);
+        Ok(())
     }
 
     fn apply_batch(&mut self, entries: Vec<Entry>) -> Result<()> {
@@ -98,18 +154,44 @@ impl Applier {
         }
         let mut wb = WriteBatch::new(&self.store);
         let mut results = Vec::new();
+        let mut members_changed = false;
         for e in &entries {
-            if e.index <= self.applied || e.data.is_empty() {
+            if e.index <= self.applied {
                 continue;
             }
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        continue;
+                    }
                     let req = InternalRequest::decode(e.data.as_ref())?;
+                    if matches!(req.request, Some(Request::MemberUpdate(_))) {
+                        members_changed = true;
+                    }
                     let result = self.apply_one(&mut wb, req.request);
                     results.push((req.id, result));
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    tracing::warn!(index = e.index, "membership changes are not supported yet");
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(e.data.as_ref())
+                        .map_err(|err| Error::Internal(format!("conf change: {err}")))?;
+                    let ctx = if e.context.is_empty() {
+                        None
+                    } else {
+                        Some(InternalRequest::decode(e.context.as_ref())?)
+                    };
+                    let id = ctx.as_ref().map(|c| c.id);
+                    let change = ctx.and_then(|c| match c.request {
+                        Some(Request::MemberChange(m)) => Some(m),
+                        _ => None,
+                    });
+                    let result = self.apply_conf_change(&mut wb, cc, change);
+                    members_changed = true;
+                    if let Some(id) = id {
+                        results.push((id, result));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    tracing::warn!(index = e.index, "ignoring a v1 conf change entry");
                 }
             }
         }
@@ -121,6 +203,9 @@ impl Applier {
         self.applied = last_index;
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
+        }
+        if members_changed {
+            self.refresh_peers()?;
         }
         self.applied_tx.send_replace(last_index);
         for (id, r) in results {
@@ -135,6 +220,76 @@ impl Applier {
                 .send(NodeMsg::CompactLog(last_index.saturating_sub(LOG_KEEP)));
         }
         Ok(())
+    }
+
+    /// Checks a membership change against the members, applies it to raft and records it.
+    fn apply_conf_change(
+        &self,
+        wb: &mut WriteBatch<'_>,
+        cc: ConfChangeV2,
+        change: Option<MemberChange>,
+    ) -> ApplyResult {
+        let db = self.store.db().clone();
+        if let Some(ch) = &change {
+            let m = ch.member.clone().unwrap_or_default();
+            let existing = get_member(&db, m.id)?;
+            match ch.kind() {
+                Kind::Add => {
+                    if existing.is_some() {
+                        return Err(Error::MemberExists);
+                    }
+                    let all = list_members(&db)?;
+                    if all
+                        .iter()
+                        .any(|o| o.peer_ur_ls.iter().any(|u| m.peer_urls.contains(u)))
+                    {
+                        return Err(Error::PeerUrlExists);
+                    }
+                }
+                Kind::Remove => {
+                    if existing.is_none() {
+                        return Err(Error::MemberNotFound);
+                    }
+                }
+                Kind::Promote => match &existing {
+                    None => return Err(Error::MemberNotFound),
+                    Some(e) if !e.is_learner => return Err(Error::NotLearner),
+                    Some(_) => {}
+                },
+                Kind::Update => {}
+            }
+        }
+        let (reply, wait) = mpsc::sync_channel(1);
+        self.raft
+            .send(NodeMsg::ApplyConfChange { cc, reply })
+            .map_err(|_| Error::Stopped)?;
+        let cs = wait.recv().map_err(|_| Error::Stopped)?;
+        let state_cf = db.cf(CF_RAFT_STATE)?;
+        wb.raw().put_cf(
+            &state_cf,
+            CONF_STATE,
+            cs.write_to_bytes()
+                .map_err(|e| Error::Internal(format!("conf state: {e}")))?,
+        );
+        drop(state_cf);
+        if let Some(ch) = change {
+            let m = ch.member.clone().unwrap_or_default();
+            match ch.kind() {
+                Kind::Add => put_member(&db, wb.raw(), &m)?,
+                Kind::Remove => {
+                    let cf = db.cf(CF_MEMBERS)?;
+                    wb.raw().delete_cf(&cf, encode_u64(m.id));
+                }
+                Kind::Promote => {
+                    if let Some(mut e) = get_member(&db, m.id)? {
+                        e.is_learner = false;
+                        put_member(&db, wb.raw(), &e)?;
+                    }
+                }
+                Kind::Update => {}
+            }
+        }
+        Ok(Applied::Member)
     }
 
     fn apply_one(&self, wb: &mut WriteBatch<'_>, req: Option<Request>) -> ApplyResult {
@@ -179,9 +334,28 @@ impl Applier {
                 };
                 m.name = a.name;
                 m.client_urls = a.client_urls;
+                put_member(&db, wb.raw(), &m)?;
+                Ok(Applied::Member)
+            }
+            Request::MemberUpdate(u) => {
+                let db = self.store.db().clone();
+                let want = u.member.unwrap_or_default();
+                let Some(mut m) = get_member(&db, want.id)? else {
+                    return Err(Error::MemberNotFound);
+                };
+                let all = list_members(&db)?;
+                if all.iter().any(|o| {
+                    o.id != want.id && o.peer_ur_ls.iter().any(|p| want.peer_urls.contains(p))
+                }) {
+                    return Err(Error::PeerUrlExists);
+                }
+                m.peer_urls = want.peer_urls;
                 put_member(&db, wb.raw(), &MemberRecord { ..m })?;
                 Ok(Applied::Member)
             }
+            Request::MemberChange(_) => Err(Error::Internal(
+                "a member change outside a conf change entry".into(),
+            )),
         }
     }
 }

@@ -13,9 +13,9 @@ use crate::proto::etcdserverpb::Member;
 use crate::proto::metastorepb::MemberRecord;
 use crate::storage::{encode_u64, Db, CF_MEMBERS};
 
-/// `meta` CF names owned by membership.
-pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
-pub const META_MEMBER_ID: &[u8] = b"member_id";
+/// `raft_state` CF names of this member's identity (local: never replicated, never in a snapshot).
+pub const LOCAL_CLUSTER_ID: &[u8] = b"cluster_id";
+pub const LOCAL_MEMBER_ID: &[u8] = b"member_id";
 
 fn sha1_u64(b: &[u8]) -> u64 {
     let h = Sha1::digest(b);
@@ -54,6 +54,20 @@ pub fn get_member(db: &Db, id: u64) -> Result<Option<MemberRecord>> {
         Some(b) => Ok(Some(MemberRecord::decode(b.as_slice())?)),
         None => Ok(None),
     }
+}
+
+/// All member records, sorted by id (the CF key order).
+pub fn list_records(db: &Db) -> Result<Vec<MemberRecord>> {
+    let cf = db.cf(CF_MEMBERS)?;
+    let mut it = db.raw().raw_iterator_cf(&cf);
+    it.seek_to_first();
+    let mut out = Vec::new();
+    while let Some(v) = it.value() {
+        out.push(MemberRecord::decode(v)?);
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
 }
 
 /// All members, sorted by id (the CF key order).

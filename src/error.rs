@@ -36,6 +36,30 @@ pub enum Error {
     LeaseNotFound,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    BadMemberUrls,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutDueToLeaderFail,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -67,15 +91,28 @@ impl Error {
             | Error::LeaseProvided
             | Error::TooManyOps
             | Error::DuplicateKey
-            | Error::RequestTooLarge => Code::InvalidArgument,
+            | Error::RequestTooLarge
+            | Error::BadMemberUrls => Code::InvalidArgument,
             Error::MessageTooLarge(..) | Error::TooManyRequests => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRev => Code::OutOfRange,
             Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
-            Error::NotLeader => Code::FailedPrecondition,
-            Error::NoLeader | Error::LeaderChanged | Error::Timeout | Error::Stopped => {
-                Code::Unavailable
-            }
-            Error::Storage(_) | Error::Internal(_) => Code::Unknown,
+            Error::NotLeader
+            | Error::MemberExists
+            | Error::PeerUrlExists
+            | Error::NotEnoughStartedMembers
+            | Error::NotLearner
+            | Error::LearnerNotReady
+            | Error::TooManyLearners
+            | Error::BadLeaderTransferee => Code::FailedPrecondition,
+            Error::NoLeader
+            | Error::LeaderChanged
+            | Error::Timeout
+            | Error::TimeoutDueToLeaderFail
+            | Error::Stopped
+            | Error::Unhealthy
+            | Error::NotSupportedForLearner => Code::Unavailable,
+            // Not in etcd's mapping table: goes out as Unknown with its text, as etcd sends it.
+            Error::LeaderTransferTimeout | Error::Storage(_) | Error::Internal(_) => Code::Unknown,
         }
     }
 }

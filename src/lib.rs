@@ -16,14 +16,25 @@ pub mod storage;
 
 use std::future::Future;
 
-/// Runs one member until `shutdown` completes: start, publish, serve, then stop cleanly.
+/// Runs one member until `shutdown` completes (or the member is removed from the cluster): start,
+/// serve peers, publish, serve clients, then stop cleanly.
 pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
     let listeners = api::bind(&cfg.listen_client_urls).await?;
-    let server = tokio::task::spawn_blocking(move || server::EtcdServer::start(cfg))
+    let peer_listeners = api::bind(&cfg.listen_peer_urls).await?;
+    let rt = tokio::runtime::Handle::current();
+    let server = tokio::task::spawn_blocking(move || server::EtcdServer::start(cfg, rt))
         .await
         .map_err(|e| error::Error::Internal(format!("start: {e}")))??;
-    server.publish().await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let peers = tokio::spawn(api::serve_peer(
+        server.clone(),
+        peer_listeners,
+        stop_rx.clone(),
+    ));
+    tokio::select! {
+        r = server.publish() => r?,
+        _ = wait_removed(&server) => {}
+    }
     let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
@@ -31,11 +42,17 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         cluster_id = %format!("{:x}", server.cluster_id),
         "ready to serve client requests"
     );
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = wait_removed(&server) => {
+            tracing::warn!("this member was removed from the cluster, stopping");
+        }
+    }
     let _ = stop_tx.send(true);
     let served = serving
         .await
         .map_err(|e| error::Error::Internal(format!("server task: {e}")));
+    let _ = peers.await;
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.stop())
         .await
@@ -43,4 +60,10 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     served??;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn wait_removed(server: &server::EtcdServer) {
+    while !server.raft.status.removed() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{timeout_at, Instant};
 
 use crate::apply::{stored_applied_index, Applied, Applier, ApplyResult};
-use crate::cluster::{self, META_CLUSTER_ID, META_MEMBER_ID};
+use crate::cluster::{self, LOCAL_CLUSTER_ID, LOCAL_MEMBER_ID};
 use crate::config::{ClusterState, Config};
 use crate::error::{Error, Result};
 use crate::mvcc::compact::Compactor;
@@ -27,8 +27,11 @@ use crate::proto::metastorepb::{
     internal_request::Request, InternalRequest, MemberAttributes, MemberRecord,
 };
 use crate::raft::propose::{IdGen, Wait};
+use crate::raft::transport::{fetch_members, Transport};
 use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
-use crate::storage::{encode_u64, Db, CF_META};
+use crate::storage::{
+    checkpoint, encode_u64, Db, CF_META, CF_RAFT_STATE, META_APPLIED_INDEX, META_APPLIED_TERM,
+};
 
 /// Most committed-but-unapplied entries before new proposals are refused (etcd's limit).
 const MAX_GAP_BETWEEN_APPLY_AND_COMMIT: u64 = 5_000;
@@ -40,6 +43,7 @@ pub struct EtcdServer {
     pub store: Store,
     pub raft: RaftHandle,
     pub compactor: Compactor,
+    pub transport: Transport,
     pub member_id: u64,
     pub cluster_id: u64,
     waits: Arc<Wait<ApplyResult>>,
@@ -49,19 +53,42 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
-    /// Opens or bootstraps the member and starts its raft and apply threads.
-    pub fn start(cfg: Config) -> Result<Arc<EtcdServer>> {
+    /// Opens or bootstraps the member and starts its raft and apply threads. Runs on a blocking
+    /// thread; `rt` runs the peer transport.
+    pub fn start(cfg: Config, rt: tokio::runtime::Handle) -> Result<Arc<EtcdServer>> {
         let db = Db::open(&cfg.data_dir)?;
-        let raft_storage = RaftStorage::open(db.clone())?;
-        let (member_id, cluster_id) = if raft_storage.is_initialized() {
-            let m = db.get_u64(CF_META, META_MEMBER_ID)?;
-            let c = db.get_u64(CF_META, META_CLUSTER_ID)?;
-            tracing::info!(member_id = %format!("{m:x}"), cluster_id = %format!("{c:x}"),
-                "restarting member from its data dir");
-            (m, c)
-        } else {
-            bootstrap(&cfg, &db, &raft_storage)?
+        let snap_dir = cfg.data_dir.join("snap");
+        // Finish a snapshot install that a crash interrupted.
+        if let Some(dir) = db.get(CF_RAFT_STATE, checkpoint::INSTALLING)? {
+            let dir = std::path::PathBuf::from(String::from_utf8_lossy(&dir).to_string());
+            tracing::warn!(dir = %dir.display(), "redoing an interrupted snapshot install");
+            checkpoint::install(&db, &dir, crate::raft::storage::CONF_STATE)?;
+        }
+        let raft_storage = RaftStorage::open(db.clone(), snap_dir.clone())?;
+        let (member_id, cluster_id) = match db.get(CF_RAFT_STATE, LOCAL_MEMBER_ID)? {
+            Some(m) => {
+                let m = crate::storage::decode_u64(&m);
+                let c = db.get_u64(CF_RAFT_STATE, LOCAL_CLUSTER_ID)?;
+                tracing::info!(member_id = %format!("{m:x}"), cluster_id = %format!("{c:x}"),
+                    "restarting member from its data dir (initial-cluster flags ignored)");
+                (m, c)
+            }
+            None if cfg.initial_cluster_state == ClusterState::Existing => join(&cfg, &db, &rt)?,
+            None => bootstrap(&cfg, &db, &raft_storage)?,
         };
+        // Applied state may be ahead of the log (snapshot installed, log not yet restarted).
+        let applied = db.get_u64(CF_META, META_APPLIED_INDEX)?;
+        if applied > raft::Storage::last_index(&raft_storage).unwrap_or(0) {
+            let term = db.get_u64(CF_META, META_APPLIED_TERM)?;
+            raft_storage.restore_to(applied, term)?;
+        }
+        let transport = Transport::new(cluster_id, member_id, rt, snap_dir);
+        let peers: Vec<(u64, Vec<String>)> = cluster::list_records(&db)?
+            .into_iter()
+            .map(|m| (m.id, m.peer_urls))
+            .collect();
+        transport.set_peers(&peers);
+        let conf = raft_storage.conf_state();
         let store = Store::open(db.clone())?;
         let compactor = Compactor::start(db.clone())?;
         let applied = stored_applied_index(&store)?;
@@ -83,12 +110,18 @@ impl EtcdServer {
             Box::new(move |id, err| {
                 drop_waits.trigger(id, Err(err));
             }),
+            transport.clone(),
         )?;
+        raft.status.is_learner.store(
+            conf.learners.contains(&member_id),
+            std::sync::atomic::Ordering::Release,
+        );
         let applier = Applier {
             store: store.clone(),
             waits: waits.clone(),
             compactor: compactor.clone(),
             raft: raft.clone(),
+            transport: transport.clone(),
             applied_tx,
             snapshot_count: cfg.snapshot_count,
             applied,
@@ -104,6 +137,7 @@ impl EtcdServer {
             store,
             raft,
             compactor,
+            transport,
             member_id,
             cluster_id,
             waits,
@@ -239,12 +273,6 @@ impl EtcdServer {
 
 /// Writes the initial membership of a new cluster.
 fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, u64)> {
-    if cfg.initial_cluster_state == ClusterState::Existing {
-        return Err(Error::Internal(
-            "joining an existing cluster (--initial-cluster-state existing) is not supported yet"
-                .into(),
-        ));
-    }
     let mut names: Vec<String> = Vec::new();
     for (n, _) in &cfg.initial_cluster {
         if !names.contains(n) {
@@ -290,13 +318,73 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
     for m in &members {
         cluster::put_member(db, &mut batch, m)?;
     }
+    // The initial state stands for raft index 1 (see RaftStorage::bootstrap).
     let meta = db.cf(CF_META)?;
-    batch.put_cf(&meta, META_MEMBER_ID, encode_u64(member_id));
-    batch.put_cf(&meta, META_CLUSTER_ID, encode_u64(cluster_id));
+    batch.put_cf(&meta, META_APPLIED_INDEX, encode_u64(1));
+    batch.put_cf(&meta, META_APPLIED_TERM, encode_u64(1));
     drop(meta);
+    let local = db.cf(CF_RAFT_STATE)?;
+    batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
+    batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
+    drop(local);
     db.write(batch, true)?;
     raft_storage.bootstrap(ids)?;
     tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
         "bootstrapped a new cluster");
+    Ok((member_id, cluster_id))
+}
+
+/// Joins an existing cluster: asks the members named in --initial-cluster for the cluster id and the
+/// member list, and finds this member (added before with MemberAdd) by its peer URLs. The state itself
+/// arrives as a snapshot from the leader.
+fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle) -> Result<(u64, u64)> {
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|(_, u)| !cfg.initial_advertise_peer_urls.contains(u))
+        .map(|(_, u)| u.clone())
+        .collect();
+    if others.is_empty() {
+        return Err(Error::Internal(
+            "--initial-cluster-state existing needs the other members in --initial-cluster".into(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resp = loop {
+        if let Some(r) = rt.block_on(fetch_members(&others)) {
+            break r;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Internal(format!(
+                "could not reach any member of the existing cluster at {others:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut want = cfg.initial_advertise_peer_urls.clone();
+    want.sort();
+    let me = resp
+        .members
+        .iter()
+        .find(|m| {
+            let mut have = m.peer_urls.clone();
+            have.sort();
+            have == want
+        })
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "member {:?} with peer URLs {want:?} has not been added to the cluster (add it with `etcdctl member add` first)",
+                cfg.name
+            ))
+        })?;
+    let (member_id, cluster_id) = (me.id, resp.cluster_id);
+    let mut batch = rocksdb::WriteBatch::default();
+    let local = db.cf(CF_RAFT_STATE)?;
+    batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
+    batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
+    drop(local);
+    db.write(batch, true)?;
+    tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
+        "joining an existing cluster");
     Ok((member_id, cluster_id))
 }

@@ -22,8 +22,10 @@ use crate::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer,
     watch_server::{Watch, WatchServer},
 };
+use crate::proto::metastorepb::peer_server::PeerServer;
 use crate::proto::v3electionpb::election_server::{Election, ElectionServer};
 use crate::proto::v3lockpb::lock_server::{Lock, LockServer};
+use crate::raft::transport::PeerService;
 use crate::server::EtcdServer;
 
 /// Services whose every RPC answers Unimplemented (the generated default bodies).
@@ -62,10 +64,47 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
         let l = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Internal(format!("listen on {u} ({addr}): {e}")))?;
-        tracing::info!(url = %u, address = %addr, "listening for client requests");
+        tracing::info!(url = %u, address = %addr, "listening");
         out.push(l);
     }
     Ok(out)
+}
+
+/// Serves the peer protocol on `listeners` until `shutdown` turns true.
+pub async fn serve_peer(
+    server: Arc<EtcdServer>,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let db = server.db.clone();
+    let members: Arc<dyn Fn() -> Vec<crate::proto::metastorepb::MemberRecord> + Send + Sync> =
+        Arc::new(move || crate::cluster::list_records(&db).unwrap_or_default());
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let svc = PeerServer::new(PeerService {
+            transport: server.transport.clone(),
+            members: members.clone(),
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+        let mut stop = shutdown.clone();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc);
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = stop.wait_for(|&s| s).await;
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::Internal(format!("peer server task: {e}")))?
+            .map_err(|e| Error::Internal(format!("peer server: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Serves the client API on `listeners` until `shutdown` turns true.

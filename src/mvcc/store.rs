@@ -142,6 +142,17 @@ impl Store {
         self.revs.compact.load(AtomicOrdering::Acquire)
     }
 
+    /// Re-reads the revisions from the database (after a snapshot replaced the state).
+    pub(crate) fn reload(&self) -> Result<()> {
+        let current = match self.db.get(CF_META, META_CURRENT_REV)? {
+            Some(v) => decode_u64(&v) as i64,
+            None => 1,
+        };
+        let compact = self.db.get_u64(CF_META, META_COMPACT_REV)? as i64;
+        self.publish(current, compact);
+        Ok(())
+    }
+
     /// Publishes revisions after the write batch that produced them is visible to readers.
     pub(crate) fn publish(&self, current: i64, compact: i64) {
         self.revs.compact.store(compact, AtomicOrdering::Release);

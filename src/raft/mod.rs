@@ -5,8 +5,9 @@
 pub mod node;
 pub mod propose;
 pub mod storage;
+pub mod transport;
 
-pub use node::{NodeConfig, NodeMsg, RaftHandle, RaftStatus};
+pub use node::{ApplyMsg, NodeConfig, NodeMsg, RaftHandle, RaftStatus};
 pub use storage::RaftStorage;
 
 /// A slog drain that forwards raft-rs's log records to `tracing`.

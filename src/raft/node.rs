@@ -16,12 +16,40 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{Entry, Message};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, Message, Snapshot};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use super::storage::RaftStorage;
+use super::transport::Transport;
 use crate::error::{Error, Result};
+
+/// What the node thread hands to the apply thread, in log order.
+pub enum ApplyMsg {
+    Entries(Vec<Entry>),
+    /// Replace the state with a received snapshot; `done` is answered once it is installed.
+    Snapshot {
+        snapshot: Snapshot,
+        done: mpsc::SyncSender<Result<()>>,
+    },
+}
+
+/// Replication progress of one member, as the leader sees it.
+#[derive(Debug, Clone)]
+pub struct PeerProgress {
+    pub id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
+    pub is_learner: bool,
+    pub probing_or_snapshot: bool,
+}
+
+/// The leader's view of the group (None on a follower).
+#[derive(Debug, Clone)]
+pub struct GroupProgress {
+    pub leader_last_index: u64,
+    pub peers: Vec<PeerProgress>,
+}
 
 /// What the node thread is asked to do.
 pub enum NodeMsg {
@@ -36,6 +64,30 @@ pub enum NodeMsg {
     Applied(u64),
     /// Applied state up to this index is durable: the log may be compacted behind it.
     CompactLog(u64),
+    /// A message from a peer.
+    Raft(Box<Message>),
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// A snapshot send to a peer ended.
+    SnapshotStatus {
+        to: u64,
+        ok: bool,
+    },
+    /// Propose a membership change; `context` is carried in the entry for apply.
+    ProposeConfChange {
+        id: u64,
+        context: Vec<u8>,
+        cc: ConfChangeV2,
+    },
+    /// Apply a committed membership change (from the apply thread) and return the new conf state.
+    ApplyConfChange {
+        cc: ConfChangeV2,
+        reply: mpsc::SyncSender<ConfState>,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader(u64),
+    /// The leader's replication progress.
+    Progress(oneshot::Sender<Option<GroupProgress>>),
     Shutdown,
 }
 
@@ -46,6 +98,9 @@ pub struct RaftStatus {
     pub term: AtomicU64,
     pub commit: AtomicU64,
     pub applied: AtomicU64,
+    pub is_learner: std::sync::atomic::AtomicBool,
+    /// This member is no longer in the configuration.
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 impl RaftStatus {
@@ -60,6 +115,12 @@ impl RaftStatus {
     }
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+    pub fn is_learner(&self) -> bool {
+        self.is_learner.load(Ordering::Acquire)
+    }
+    pub fn removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 }
 
@@ -92,8 +153,10 @@ struct Node {
     raw: RawNode<RaftStorage>,
     storage: RaftStorage,
     status: Arc<RaftStatus>,
-    apply_tx: mpsc::Sender<Vec<Entry>>,
+    apply_tx: mpsc::Sender<ApplyMsg>,
     on_drop: DropFn,
+    transport: Transport,
+    id: u64,
     pending_reads: Vec<ReadWaiter>,
     inflight_reads: HashMap<Vec<u8>, (Instant, Vec<ReadWaiter>)>,
     read_seq: u64,
@@ -105,8 +168,9 @@ pub fn start(
     cfg: NodeConfig,
     storage: RaftStorage,
     logger: &slog::Logger,
-    apply_tx: mpsc::Sender<Vec<Entry>>,
+    apply_tx: mpsc::Sender<ApplyMsg>,
     on_drop: DropFn,
+    transport: Transport,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>)> {
     let rc = raft::Config {
         id: cfg.id,
@@ -135,6 +199,10 @@ pub fn start(
             .map_err(|e| Error::Internal(format!("raft campaign: {e}")))?;
     }
     let (tx, rx) = mpsc::channel();
+    let sink_tx = tx.clone();
+    transport.set_node(Arc::new(move |m| {
+        let _ = sink_tx.send(m);
+    }));
     let status = Arc::new(RaftStatus::default());
     status.applied.store(cfg.applied, Ordering::Release);
     let mut node = Node {
@@ -143,6 +211,8 @@ pub fn start(
         status: status.clone(),
         apply_tx,
         on_drop,
+        transport,
+        id: cfg.id,
         pending_reads: Vec::new(),
         inflight_reads: HashMap::new(),
         read_seq: 0,
@@ -214,8 +284,77 @@ impl Node {
                     tracing::warn!(error = %e, index, "raft log compaction failed");
                 }
             }
+            NodeMsg::Raft(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft message not stepped");
+                }
+            }
+            NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeMsg::SnapshotStatus { to, ok } => {
+                let st = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, st);
+            }
+            NodeMsg::ProposeConfChange { id, context, cc } => {
+                if let Err(e) = self.raw.propose_conf_change(context, cc) {
+                    let err = match e {
+                        raft::Error::ProposalDropped if self.raw.raft.leader_id == 0 => {
+                            Error::NoLeader
+                        }
+                        raft::Error::ProposalDropped => Error::LeaderChanged,
+                        other => Error::Internal(format!("raft conf change: {other}")),
+                    };
+                    (self.on_drop)(id, err);
+                }
+            }
+            NodeMsg::ApplyConfChange { cc, reply } => {
+                let cs = match self.raw.apply_conf_change(&cc) {
+                    Ok(cs) => cs,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "conf change not applied");
+                        self.raw.raft.prs().conf().to_conf_state()
+                    }
+                };
+                let ids = cs.voters.iter().chain(cs.learners.iter());
+                let present = ids.clone().any(|&i| i == self.id);
+                self.status
+                    .is_learner
+                    .store(cs.learners.contains(&self.id), Ordering::Release);
+                self.status.removed.store(!present, Ordering::Release);
+                let _ = reply.send(cs);
+            }
+            NodeMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            NodeMsg::Progress(reply) => {
+                let _ = reply.send(self.progress());
+            }
             NodeMsg::Shutdown => {}
         }
+    }
+
+    fn progress(&self) -> Option<GroupProgress> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let learners = r.prs().conf().learners().clone();
+        let peers = r
+            .prs()
+            .iter()
+            .map(|(id, pr)| PeerProgress {
+                id: *id,
+                matched: pr.matched,
+                recent_active: pr.recent_active || *id == self.id,
+                is_learner: learners.contains(id),
+                probing_or_snapshot: pr.state != ProgressState::Replicate,
+            })
+            .collect();
+        Some(GroupProgress {
+            leader_last_index: r.raft_log.last_index(),
+            peers,
+        })
     }
 
     /// Starts one ReadIndex round for every read request queued since the last one.
@@ -259,19 +398,31 @@ impl Node {
     }
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
-        // Peer transport arrives with the cluster issue; a one-member group sends nothing.
-        if !msgs.is_empty() {
-            tracing::debug!(
-                count = msgs.len(),
-                "dropping raft messages: no peer transport"
-            );
-        }
+        self.transport.send(msgs);
     }
 
     fn hand_to_apply(&mut self, entries: Vec<Entry>) {
-        if !entries.is_empty() && self.apply_tx.send(entries).is_err() {
+        if !entries.is_empty() && self.apply_tx.send(ApplyMsg::Entries(entries)).is_err() {
             tracing::error!("apply thread is gone");
         }
+    }
+
+    /// Installs a snapshot from the leader: apply replaces the state (in order with the entries
+    /// before it), then the log restarts after the snapshot index.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        let (done, wait) = mpsc::sync_channel(1);
+        self.apply_tx
+            .send(ApplyMsg::Snapshot { snapshot, done })
+            .map_err(|_| Error::Stopped)?;
+        wait.recv().map_err(|_| Error::Stopped)??;
+        self.storage.restore_to(index, term)?;
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        self.status
+            .is_learner
+            .store(cs.learners.contains(&self.id), Ordering::Release);
+        tracing::info!(index, term, "installed snapshot from the leader");
+        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<()> {
@@ -282,11 +433,10 @@ impl Node {
         // 1. Messages a leader may send before persisting.
         let msgs = rd.take_messages();
         self.send_messages(msgs);
-        // 2. Snapshot from the leader (the cluster issue streams checkpoints).
+        // 2. Snapshot from the leader.
         if !rd.snapshot().is_empty() {
-            return Err(Error::Internal(
-                "raft snapshots are not supported yet".into(),
-            ));
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(snap)?;
         }
         // 3. Read states answer ReadIndex rounds.
         for rs in rd.take_read_states() {

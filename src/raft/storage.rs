@@ -7,18 +7,20 @@
 //! Ready that carried them is advanced; the log is only compacted up to an index whose applied state
 //! is durable (the caller syncs the WAL first); `first_index == snapshot index + 1`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{Error, Result};
 use crate::storage::{decode_u64, encode_u64, Db, CF_RAFT_LOG, CF_RAFT_STATE};
 
 const HARD_STATE: &[u8] = b"hard_state";
-const CONF_STATE: &[u8] = b"conf_state";
+/// The conf state; written by apply together with the applied index it belongs to.
+pub const CONF_STATE: &[u8] = b"conf_state";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 
 #[derive(Default, Clone)]
@@ -31,11 +33,21 @@ struct Cache {
     last_term: u64,
 }
 
+/// Checkpoints made for lagging peers.
+#[derive(Default)]
+struct Snapshots {
+    ready: Option<Snapshot>,
+    creating: bool,
+    seq: u64,
+}
+
 /// The raft log and state of this member.
 #[derive(Clone)]
 pub struct RaftStorage {
     db: Db,
     cache: Arc<RwLock<Cache>>,
+    snaps: Arc<Mutex<Snapshots>>,
+    snap_dir: PathBuf,
 }
 
 fn pb_err(e: protobuf::ProtobufError) -> Error {
@@ -48,7 +60,7 @@ fn to_raft(e: Error) -> raft::Error {
 
 impl RaftStorage {
     /// Loads the raft state from `db`.
-    pub fn open(db: Db) -> Result<RaftStorage> {
+    pub fn open(db: Db, snap_dir: PathBuf) -> Result<RaftStorage> {
         let mut c = Cache::default();
         if let Some(b) = db.get(CF_RAFT_STATE, HARD_STATE)? {
             c.hard = HardState::parse_from_bytes(&b).map_err(pb_err)?;
@@ -76,7 +88,110 @@ impl RaftStorage {
         Ok(RaftStorage {
             db,
             cache: Arc::new(RwLock::new(c)),
+            snaps: Arc::new(Mutex::new(Snapshots::default())),
+            snap_dir,
         })
+    }
+
+    /// Makes the log start after `index` (state up to it came from a snapshot, or the log was lost
+    /// behind durable applied state): drops every entry and moves the commit index up to `index`.
+    pub fn restore_to(&self, index: u64, term: u64) -> Result<()> {
+        let mut c = self.cache.read().clone();
+        let log = self.db.cf(CF_RAFT_LOG)?;
+        let state = self.db.cf(CF_RAFT_STATE)?;
+        let mut b = rocksdb::WriteBatch::default();
+        b.delete_range_cf(&log, encode_u64(0), encode_u64(u64::MAX));
+        let mut meta = encode_u64(index).to_vec();
+        meta.extend_from_slice(&encode_u64(term));
+        b.put_cf(&state, SNAPSHOT_META, meta);
+        if c.hard.commit < index {
+            c.hard.commit = index;
+        }
+        if c.hard.term < term {
+            c.hard.term = term;
+        }
+        b.put_cf(&state, HARD_STATE, c.hard.write_to_bytes().map_err(pb_err)?);
+        drop((log, state));
+        self.db.write(b, true)?;
+        if let Some(cs) = self.db.get(CF_RAFT_STATE, CONF_STATE)? {
+            c.conf = ConfState::parse_from_bytes(&cs).map_err(pb_err)?;
+        }
+        c.snap_index = index;
+        c.snap_term = term;
+        c.last = index;
+        c.last_term = term;
+        *self.cache.write() = c;
+        Ok(())
+    }
+
+    /// The index and term of the last snapshot (or compaction point).
+    pub fn snapshot_point(&self) -> (u64, u64) {
+        let c = self.cache.read();
+        (c.snap_index, c.snap_term)
+    }
+
+    /// Creates a checkpoint in the background; `snapshot()` returns it once ready.
+    fn start_checkpoint(&self) {
+        let mut s = self.snaps.lock();
+        if s.creating {
+            return;
+        }
+        s.creating = true;
+        s.seq += 1;
+        let seq = s.seq;
+        drop(s);
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let r = me.make_checkpoint(seq);
+                let mut s = me.snaps.lock();
+                s.creating = false;
+                match r {
+                    Ok(snap) => {
+                        let old = s.ready.replace(snap);
+                        drop(s);
+                        if let Some(old) = old {
+                            let dir = String::from_utf8_lossy(old.get_data()).to_string();
+                            let _ = std::fs::remove_dir_all(dir);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "creating a checkpoint failed"),
+                }
+            });
+        if spawned.is_err() {
+            self.snaps.lock().creating = false;
+        }
+    }
+
+    fn make_checkpoint(&self, seq: u64) -> Result<Snapshot> {
+        std::fs::create_dir_all(&self.snap_dir)
+            .map_err(|e| Error::Storage(format!("create {}: {e}", self.snap_dir.display())))?;
+        let dir = self.snap_dir.join(format!("checkpoint-{seq}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::storage::checkpoint::create(&self.db, &dir)?;
+        let cp = crate::storage::checkpoint::open(&dir)?;
+        let get = |cf: &str, k: &[u8]| crate::storage::checkpoint::get(&cp, cf, k);
+        let index = get(crate::storage::CF_META, crate::storage::META_APPLIED_INDEX)?
+            .map(|v| decode_u64(&v))
+            .unwrap_or(0);
+        let term = get(crate::storage::CF_META, crate::storage::META_APPLIED_TERM)?
+            .map(|v| decode_u64(&v))
+            .unwrap_or(0);
+        let conf = match get(CF_RAFT_STATE, CONF_STATE)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(pb_err)?,
+            None => ConfState::default(),
+        };
+        drop(cp);
+        let mut meta = SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf);
+        let mut snap = Snapshot::default();
+        snap.set_metadata(meta);
+        snap.set_data(dir.to_string_lossy().as_bytes().to_vec().into());
+        tracing::info!(index, term, dir = %dir.display(), "checkpoint ready for a lagging member");
+        Ok(snap)
     }
 
     /// True when this member has raft state (it was bootstrapped before).
@@ -85,19 +200,41 @@ impl RaftStorage {
         !c.conf.voters.is_empty() || !c.conf.learners.is_empty() || c.last > 0
     }
 
-    /// Writes the initial configuration of a new cluster.
+    /// Writes the initial configuration of a new cluster. Like an applied snapshot at index 1, so that
+    /// a member added later (with an empty log) is brought up to date by a snapshot, which carries the
+    /// initial configuration, rather than by replaying a log that does not contain it.
     pub fn bootstrap(&self, voters: Vec<u64>) -> Result<()> {
         let cs = ConfState {
             voters,
             ..Default::default()
         };
+        let hs = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
         let cf = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(&cf, CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
+        b.put_cf(&cf, HARD_STATE, hs.write_to_bytes().map_err(pb_err)?);
+        let mut meta = encode_u64(1).to_vec();
+        meta.extend_from_slice(&encode_u64(1));
+        b.put_cf(&cf, SNAPSHOT_META, meta);
         drop(cf);
         self.db.write(b, true)?;
-        self.cache.write().conf = cs;
+        let mut c = self.cache.write();
+        c.conf = cs;
+        c.hard = hs;
+        c.snap_index = 1;
+        c.snap_term = 1;
+        c.last = 1;
+        c.last_term = 1;
         Ok(())
+    }
+
+    /// The conf state last written (bootstrap, apply, or snapshot).
+    pub fn conf_state(&self) -> ConfState {
+        self.cache.read().conf.clone()
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -251,8 +388,22 @@ impl raft::Storage for RaftStorage {
         Ok(self.cache.read().last)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending state to a lagging peer arrives with the cluster issue (checkpoint streaming).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        {
+            let s = self.snaps.lock();
+            if let Some(snap) = &s.ready {
+                let index = snap.get_metadata().index;
+                let (first, last) = {
+                    let c = self.cache.read();
+                    (c.snap_index, c.last)
+                };
+                // Usable while the log still holds what follows it.
+                if index >= request_index && index >= first && index <= last {
+                    return Ok(snap.clone());
+                }
+            }
+        }
+        self.start_checkpoint();
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod checkpoint;
+
 use rocksdb::{BoundColumnFamily, ColumnFamilyDescriptor, MultiThreaded, Options, WriteOptions};
 
 use crate::error::{Error, Result};
@@ -27,6 +29,11 @@ pub const CF_LEASE: &str = "lease";
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Fixed names -> hard state, conf state, snapshot metadata.
 pub const CF_RAFT_STATE: &str = "raft_state";
+
+/// `meta` CF name of the applied raft index (written with the data it produced).
+pub const META_APPLIED_INDEX: &[u8] = b"consistent_index";
+/// `meta` CF name of the term of the applied raft index.
+pub const META_APPLIED_TERM: &[u8] = b"applied_term";
 
 /// All column families, in creation order.
 pub const ALL_CFS: &[&str] = &[
