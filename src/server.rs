@@ -200,7 +200,8 @@ impl EtcdServer {
         Ok(())
     }
 
-    /// Proposes a request through raft and waits until it is applied here.
+    /// Proposes a request through raft and waits until it is applied here. Without a leader the
+    /// proposal is retried until the request timeout, then fails with etcd's timeout error.
     pub async fn propose(&self, req: Request) -> Result<Applied> {
         let id = self.ids.next();
         let data = InternalRequest {
@@ -211,23 +212,120 @@ impl EtcdServer {
         if data.len() > self.cfg.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
+        self.submit(id, |id| NodeMsg::Propose {
+            id,
+            data: data.clone(),
+        })
+        .await
+    }
+
+    /// Proposes a membership change (a ConfChangeV2 whose context describes the member).
+    pub async fn propose_conf_change(
+        &self,
+        kind: crate::proto::metastorepb::member_change::Kind,
+        member: MemberRecord,
+    ) -> Result<Applied> {
+        use crate::proto::metastorepb::member_change::Kind;
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        let id = self.ids.next();
+        let change_type = match kind {
+            Kind::Add if member.is_learner => ConfChangeType::AddLearnerNode,
+            Kind::Add | Kind::Promote => ConfChangeType::AddNode,
+            Kind::Remove => ConfChangeType::RemoveNode,
+            Kind::Update => return Err(Error::Internal("update is not a conf change".into())),
+        };
+        let node_id = member.id;
+        let context = InternalRequest {
+            id,
+            request: Some(Request::MemberChange(
+                crate::proto::metastorepb::MemberChange {
+                    kind: kind as i32,
+                    member: Some(member),
+                },
+            )),
+        }
+        .encode_to_vec();
+        self.submit(id, |id| {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(change_type);
+            single.node_id = node_id;
+            let mut cc = ConfChangeV2::default();
+            cc.mut_changes().push(single);
+            NodeMsg::ProposeConfChange {
+                id,
+                context: context.clone(),
+                cc,
+            }
+        })
+        .await
+    }
+
+    async fn submit(&self, id: u64, msg: impl Fn(u64) -> NodeMsg) -> Result<Applied> {
         let status = &self.raft.status;
         if status.commit().saturating_sub(self.applied_index()) > MAX_GAP_BETWEEN_APPLY_AND_COMMIT {
             return Err(Error::TooManyRequests);
         }
-        let rx = self.waits.register(id);
-        if let Err(e) = self.raft.send(NodeMsg::Propose { id, data }) {
-            self.waits.cancel(id);
-            return Err(e);
-        }
-        match tokio::time::timeout(self.cfg.request_timeout(), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => {
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        loop {
+            let rx = self.waits.register(id);
+            if let Err(e) = self.raft.send(msg(id)) {
                 self.waits.cancel(id);
-                Err(Error::Timeout)
+                return Err(e);
+            }
+            match timeout_at(deadline, rx).await {
+                Ok(Ok(Err(Error::NoLeader | Error::LeaderChanged))) => {
+                    // Refused before it entered the log: safe to propose again once there is a leader.
+                    if Instant::now() + self.cfg.heartbeat >= deadline {
+                        return Err(Error::TimeoutDueToLeaderFail);
+                    }
+                    tokio::time::sleep(self.cfg.heartbeat).await;
+                }
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Err(_) => {
+                    self.waits.cancel(id);
+                    return Err(if status.leader() == 0 {
+                        Error::TimeoutDueToLeaderFail
+                    } else {
+                        Error::Timeout
+                    });
+                }
             }
         }
+    }
+
+    /// etcd's per-request checks before any work: `hasleader` metadata needs a leader; a learner
+    /// serves only Status and serializable Range (`learner_ok`).
+    pub fn guard(&self, md: &tonic::metadata::MetadataMap, learner_ok: bool) -> Result<()> {
+        if self.raft.status.is_learner() && !learner_ok {
+            return Err(Error::NotSupportedForLearner);
+        }
+        let wants_leader = md
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        if wants_leader && self.raft.status.leader() == 0 {
+            return Err(Error::NoLeader);
+        }
+        Ok(())
+    }
+
+    /// The leader's replication progress (None when this member is not the leader).
+    pub async fn progress(&self) -> Result<Option<crate::raft::node::GroupProgress>> {
+        let (tx, rx) = oneshot::channel();
+        self.raft.send(NodeMsg::Progress(tx))?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// The leader's client URLs (for requests only the leader serves).
+    pub fn leader_client_urls(&self) -> Result<Vec<String>> {
+        let leader = self.raft.status.leader();
+        if leader == 0 {
+            return Err(Error::NoLeader);
+        }
+        Ok(cluster::get_member(&self.db, leader)?
+            .map(|m| m.client_urls)
+            .unwrap_or_default())
     }
 
     /// Waits until this member has applied everything committed when the call began (ReadIndex).

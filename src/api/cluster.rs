@@ -1,35 +1,256 @@
-//! Cluster service: MemberList. Membership changes answer Unimplemented until the cluster issue.
+//! Cluster service: membership through raft ConfChangeV2, with etcd's checks and errors.
+//!
+//! Strict reconfiguration (etcd's default): adding a voter needs a quorum of the enlarged cluster
+//! active, and every voter connected; removing a voter must leave a quorum of active voters. Activity
+//! is the leader's view of its followers; a follower that receives such a request skips those two checks
+//! (the leader-side checks of etcd are not forwarded).
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
-use crate::cluster::list_members;
-use crate::proto::etcdserverpb::{cluster_server::Cluster, MemberListRequest, MemberListResponse};
+use crate::cluster::{get_member, list_members, list_records};
+use crate::error::Error;
+use crate::proto::etcdserverpb::{
+    cluster_client::ClusterClient, cluster_server::Cluster, Member, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse,
+};
+use crate::proto::metastorepb::internal_request::Request as Internal;
+use crate::proto::metastorepb::{member_change::Kind, MemberChange, MemberRecord};
 use crate::server::EtcdServer;
+
+/// etcd's default `--max-learners`.
+const MAX_LEARNERS: usize = 1;
+/// A learner is promotable when it has at least this share of the leader's log.
+const READY_PERCENT: f64 = 0.9;
 
 pub struct ClusterService {
     pub server: Arc<EtcdServer>,
 }
 
+fn valid_peer_urls(urls: &[String]) -> bool {
+    !urls.is_empty()
+        && urls.iter().all(|u| {
+            url::Url::parse(u).is_ok_and(|p| {
+                (p.scheme() == "http" || p.scheme() == "https")
+                    && p.host_str().is_some()
+                    && p.port().is_some()
+                    && (p.path().is_empty() || p.path() == "/")
+            })
+        })
+}
+
+/// etcd's id for a member added at runtime: peer URLs, cluster token and the time.
+fn new_member_id(urls: &[String], token: &str) -> u64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::cluster::member_id(urls, &format!("{token}{secs}"))
+}
+
+impl ClusterService {
+    async fn members(&self) -> Result<Vec<Member>, Status> {
+        let db = self.server.db.clone();
+        Ok(tokio::task::spawn_blocking(move || list_members(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??)
+    }
+
+    /// Active voters by the leader's view, or None on a follower.
+    async fn active(&self) -> Result<Option<(Vec<u64>, Vec<u64>)>, Status> {
+        let Some(p) = self.server.progress().await? else {
+            return Ok(None);
+        };
+        let voters: Vec<u64> = p
+            .peers
+            .iter()
+            .filter(|x| !x.is_learner)
+            .map(|x| x.id)
+            .collect();
+        let active: Vec<u64> = p
+            .peers
+            .iter()
+            .filter(|x| !x.is_learner && x.recent_active)
+            .map(|x| x.id)
+            .collect();
+        Ok(Some((voters, active)))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
+        if !valid_peer_urls(&r.peer_ur_ls) {
+            return Err(Error::BadMemberUrls.into());
+        }
+        let db = s.db.clone();
+        let records = tokio::task::spawn_blocking(move || list_records(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        if records
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| r.peer_ur_ls.contains(u)))
+        {
+            return Err(Error::PeerUrlExists.into());
+        }
+        if r.is_learner && records.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+            return Err(Error::TooManyLearners.into());
+        }
+        if !r.is_learner {
+            if let Some((voters, active)) = self.active().await? {
+                let members = voters.len() + 1;
+                if active.len() < members / 2 + 1 {
+                    return Err(Error::NotEnoughStartedMembers.into());
+                }
+                if active.len() < voters.len() {
+                    return Err(Error::Unhealthy.into());
+                }
+            }
+        }
+        let record = MemberRecord {
+            id: new_member_id(&r.peer_ur_ls, &s.cfg.initial_cluster_token),
+            name: String::new(),
+            peer_urls: r.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+            is_learner: r.is_learner,
+        };
+        s.propose_conf_change(Kind::Add, record.clone()).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(s.header(0)),
+            member: Some(Member {
+                id: record.id,
+                name: String::new(),
+                peer_ur_ls: record.peer_urls,
+                client_ur_ls: Vec::new(),
+                is_learner: record.is_learner,
+            }),
+            members: self.members().await?,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let id = req.get_ref().id;
+        let db = s.db.clone();
+        let Some(m) = tokio::task::spawn_blocking(move || get_member(&db, id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??
+        else {
+            return Err(Error::MemberNotFound.into());
+        };
+        if !m.is_learner {
+            if let Some((voters, active)) = self.active().await? {
+                let remaining = voters.len().saturating_sub(1);
+                let active_after = active.iter().filter(|&&a| a != id).count();
+                if active_after < remaining / 2 + 1 {
+                    return Err(Error::NotEnoughStartedMembers.into());
+                }
+            }
+        }
+        s.propose_conf_change(Kind::Remove, m).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(s.header(0)),
+            members: self.members().await?,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
+        if !valid_peer_urls(&r.peer_ur_ls) {
+            return Err(Error::BadMemberUrls.into());
+        }
+        let change = MemberChange {
+            kind: Kind::Update as i32,
+            member: Some(MemberRecord {
+                id: r.id,
+                peer_urls: r.peer_ur_ls,
+                ..Default::default()
+            }),
+        };
+        s.propose(Internal::MemberUpdate(change)).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(s.header(0)),
+            members: self.members().await?,
+        }))
+    }
+
     async fn member_list(
         &self,
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let s = &self.server;
+        s.guard(req.metadata(), false)?;
         if req.get_ref().linearizable {
             s.read_barrier().await?;
         }
-        let db = s.db.clone();
-        let members = tokio::task::spawn_blocking(move || list_members(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(MemberListResponse {
             // Cluster headers carry no revision in etcd.
             header: Some(s.header(0)),
-            members,
+            members: self.members().await?,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let id = req.get_ref().id;
+        let Some(progress) = s.progress().await? else {
+            // Only the leader knows whether the learner is in sync: ask it.
+            let urls = s.leader_client_urls()?;
+            let url = urls.first().ok_or(Error::NoLeader)?.clone();
+            let mut client = ClusterClient::connect(url)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let mut resp = client
+                .member_promote(MemberPromoteRequest { id })
+                .await?
+                .into_inner();
+            resp.header = Some(s.header(0));
+            return Ok(Response::new(resp));
+        };
+        let db = s.db.clone();
+        let Some(m) = tokio::task::spawn_blocking(move || get_member(&db, id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??
+        else {
+            return Err(Error::MemberNotFound.into());
+        };
+        if !m.is_learner {
+            return Err(Error::NotLearner.into());
+        }
+        let leader_match = progress.leader_last_index as f64;
+        let ready = progress.peers.iter().find(|p| p.id == id).is_some_and(|p| {
+            !p.probing_or_snapshot && p.matched as f64 >= leader_match * READY_PERCENT
+        });
+        if !ready {
+            return Err(Error::LearnerNotReady.into());
+        }
+        s.propose_conf_change(Kind::Promote, m).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(s.header(0)),
+            members: self.members().await?,
         }))
     }
 }

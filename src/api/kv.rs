@@ -39,8 +39,9 @@ fn all_serializable(t: &TxnRequest) -> bool {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let r = req.into_inner();
         let s = &self.server;
+        s.guard(req.metadata(), req.get_ref().serializable)?;
+        let r = req.into_inner();
         s.check_message_size(&r)?;
         if r.key.is_empty() {
             return Err(Error::EmptyKey.into());
@@ -55,8 +56,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let r = req.into_inner();
         let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
         s.check_message_size(&r)?;
         validate_put(&r)?;
         match s.propose(Internal::Put(r)).await? {
@@ -73,8 +75,9 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let r = req.into_inner();
         let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
         s.check_message_size(&r)?;
         if r.key.is_empty() {
             return Err(Error::EmptyKey.into());
@@ -90,8 +93,9 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let r = req.into_inner();
         let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
         s.check_message_size(&r)?;
         validate_txn(&r, s.cfg.max_txn_ops)?;
         let mut resp = if is_read_only(&r) {
@@ -114,8 +118,9 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let r = req.into_inner();
         let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
         let physical = r.physical;
         match s.propose(Internal::Compaction(r)).await? {
             Applied::Compact { resp, revision } => {

@@ -1,10 +1,19 @@
-//! Maintenance service: Status. Every other RPC answers Unimplemented for now.
+//! Maintenance service: Status, Hash, HashKV and MoveLeader. Alarm, Defragment, Snapshot and
+//! Downgrade answer Unimplemented for now.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::proto::etcdserverpb::{maintenance_server::Maintenance, StatusRequest, StatusResponse};
+use crate::error::Error;
+use crate::mvcc::hash::hash_kv;
+use crate::mvcc::store::check_revision;
+use crate::proto::etcdserverpb::{
+    maintenance_server::Maintenance, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+};
+use crate::raft::NodeMsg;
 use crate::server::EtcdServer;
 
 pub struct MaintenanceService {
@@ -13,7 +22,11 @@ pub struct MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.server.guard(req.metadata(), true)?;
         let s = self.server.clone();
         let (db_size, in_use) =
             tokio::task::spawn_blocking(move || (s.db.size_bytes(), s.db.size_in_use_bytes()))
@@ -24,7 +37,7 @@ impl Maintenance for MaintenanceService {
         let leader = st.leader();
         let mut errors = Vec::new();
         if leader == 0 {
-            errors.push(crate::error::Error::NoLeader.to_string());
+            errors.push(Error::NoLeader.to_string());
         }
         Ok(Response::new(StatusResponse {
             header: Some(s.header(s.store.current_revision())),
@@ -36,10 +49,73 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: s.applied_index(),
             errors,
             db_size_in_use: in_use as i64,
-            is_learner: false,
+            is_learner: st.is_learner(),
             storage_version: String::new(),
             db_size_quota: s.cfg.quota_backend_bytes as i64,
             downgrade_info: None,
+        }))
+    }
+
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.server.guard(req.metadata(), false)?;
+        let s = &self.server;
+        let hash = s.read(|v| hash_kv(v, v.current)).await?;
+        Ok(Response::new(HashResponse {
+            header: Some(s.header(s.store.current_revision())),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        self.server.guard(req.metadata(), false)?;
+        let s = &self.server;
+        let revision = req.get_ref().revision;
+        let (hash, rev, compact) = s
+            .read(move |v| {
+                let rev = check_revision(v, revision)?;
+                Ok((hash_kv(v, rev)?, rev, v.compact))
+            })
+            .await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(s.header(s.store.current_revision())),
+            hash,
+            compact_revision: if compact == 0 { -1 } else { compact },
+            hash_revision: rev,
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let target = req.get_ref().target_id;
+        let Some(progress) = s.progress().await? else {
+            return Err(Error::NotLeader.into());
+        };
+        if !progress
+            .peers
+            .iter()
+            .any(|p| p.id == target && !p.is_learner)
+        {
+            return Err(Error::BadLeaderTransferee.into());
+        }
+        if target != s.member_id {
+            s.raft.send(NodeMsg::TransferLeader(target))?;
+            let deadline = tokio::time::Instant::now() + s.cfg.request_timeout();
+            while s.raft.status.leader() != target {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::LeaderTransferTimeout.into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(s.header(s.store.current_revision())),
         }))
     }
 }

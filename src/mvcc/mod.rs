@@ -5,6 +5,7 @@
 //! knows about gRPC or raft.
 
 pub mod compact;
+pub mod hash;
 pub mod revision;
 pub mod store;
 pub mod txn;

@@ -275,7 +275,8 @@ fn exec<S: KvWrite>(
     })
 }
 
-/// Sets `header = {revision}` on every sub-response, recursively (etcd fills them with the txn revision).
+/// Sets `header = {revision}` on every op's response, recursively (etcd fills them with the txn
+/// revision, except the header of a nested txn response itself, which stays empty).
 fn set_revision(resp: &mut TxnResponse, rev: i64) {
     for r in &mut resp.responses {
         let header = Some(ResponseHeader {
@@ -287,7 +288,8 @@ fn set_revision(resp: &mut TxnResponse, rev: i64) {
             Some(Response::ResponsePut(x)) => x.header = header,
             Some(Response::ResponseDeleteRange(x)) => x.header = header,
             Some(Response::ResponseTxn(x)) => {
-                x.header = header;
+                // etcd leaves a nested txn's own header empty; its ops carry the revision.
+                x.header = Some(ResponseHeader::default());
                 set_revision(x, rev);
             }
             None => {}
