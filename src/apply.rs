@@ -39,9 +39,6 @@ use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, CF_RAFT_STATE}
 
 pub use crate::storage::{META_APPLIED_INDEX, META_APPLIED_TERM};
 
-/// Raft entries kept behind the applied index when the log is compacted (for slow followers).
-const LOG_KEEP: u64 = 5_000;
-
 /// What an applied request produced.
 #[derive(Debug)]
 pub enum Applied {
@@ -75,6 +72,8 @@ pub struct Applier {
     pub transport: Transport,
     pub applied_tx: watch::Sender<u64>,
     pub snapshot_count: u64,
+    /// Raft entries kept behind the applied index when the log is compacted (for slow followers).
+    pub catchup_entries: u64,
     pub applied: u64,
     pub last_log_compaction: u64,
 }
@@ -215,9 +214,9 @@ impl Applier {
         if last_index >= self.last_log_compaction + self.snapshot_count.max(1) {
             self.store.db().sync_wal()?;
             self.last_log_compaction = last_index;
-            let _ = self
-                .raft
-                .send(NodeMsg::CompactLog(last_index.saturating_sub(LOG_KEEP)));
+            let _ = self.raft.send(NodeMsg::CompactLog(
+                last_index.saturating_sub(self.catchup_entries),
+            ));
         }
         Ok(())
     }

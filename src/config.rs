@@ -84,6 +84,14 @@ pub struct Flags {
     /// Number of committed transactions to trigger a raft log compaction.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Raft entries kept behind a log compaction, so that a slow follower catches up from the log
+    /// instead of a snapshot.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
@@ -117,6 +125,7 @@ pub struct Config {
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
@@ -199,6 +208,7 @@ impl Config {
             heartbeat: Duration::from_millis(f.heartbeat_interval),
             election_timeout: Duration::from_millis(f.election_timeout),
             snapshot_count: f.snapshot_count,
+            snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
             quota_backend_bytes: if f.quota_backend_bytes == 0 {
                 DEFAULT_QUOTA_BYTES
             } else {

@@ -124,6 +124,7 @@ impl EtcdServer {
             transport: transport.clone(),
             applied_tx,
             snapshot_count: cfg.snapshot_count,
+            catchup_entries: cfg.snapshot_catchup_entries,
             applied,
             last_log_compaction: applied,
         };
@@ -477,6 +478,10 @@ fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle) -> Result<(u64, u64)
         })?;
     let (member_id, cluster_id) = (me.id, resp.cluster_id);
     let mut batch = rocksdb::WriteBatch::default();
+    // Know the peers before the leader's snapshot arrives (it replaces this list).
+    for m in &resp.members {
+        cluster::put_member(db, &mut batch, m)?;
+    }
     let local = db.cf(CF_RAFT_STATE)?;
     batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
     batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));

@@ -19,6 +19,7 @@
 //! harness only ever signals processes it started itself (by their PID, while it still owns them).
 
 pub mod check;
+pub mod cluster;
 pub mod etcdctl;
 pub mod member;
 pub mod ports;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod target;
 
 pub use check::{assert_grpc_code, assert_grpc_error, grpc_status, hdr, keys, values};
+pub use cluster::Cluster;
 pub use etcdctl::etcdctl;
 pub use member::{Member, MemberBuilder, MemberConfig};
 pub use process::CmdOutput;

@@ -1,9 +1,8 @@
 //! Cluster service: membership through raft ConfChangeV2, with etcd's checks and errors.
 //!
 //! Strict reconfiguration (etcd's default): adding a voter needs a quorum of the enlarged cluster
-//! active, and every voter connected; removing a voter must leave a quorum of active voters. Activity
-//! is the leader's view of its followers; a follower that receives such a request skips those two checks
-//! (the leader-side checks of etcd are not forwarded).
+//! active, and every voter connected; removing a voter must leave a quorum of active voters. A voter is
+//! active when this member's peer stream to it is up, as etcd counts it from its transport.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,24 +59,24 @@ impl ClusterService {
             .map_err(|e| Status::internal(e.to_string()))??)
     }
 
-    /// Active voters by the leader's view, or None on a follower.
-    async fn active(&self) -> Result<Option<(Vec<u64>, Vec<u64>)>, Status> {
-        let Some(p) = self.server.progress().await? else {
-            return Ok(None);
-        };
-        let voters: Vec<u64> = p
-            .peers
+    /// Voters and the voters this member is connected to (itself included), as etcd's strict
+    /// reconfiguration check counts them.
+    async fn active(&self) -> Result<(Vec<u64>, Vec<u64>), Status> {
+        let db = self.server.db.clone();
+        let records = tokio::task::spawn_blocking(move || list_records(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let voters: Vec<u64> = records
             .iter()
-            .filter(|x| !x.is_learner)
-            .map(|x| x.id)
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
             .collect();
-        let active: Vec<u64> = p
-            .peers
+        let active = voters
             .iter()
-            .filter(|x| !x.is_learner && x.recent_active)
-            .map(|x| x.id)
+            .copied()
+            .filter(|&id| self.server.transport.is_active(id))
             .collect();
-        Ok(Some((voters, active)))
+        Ok((voters, active))
     }
 }
 
@@ -107,14 +106,13 @@ impl Cluster for ClusterService {
             return Err(Error::TooManyLearners.into());
         }
         if !r.is_learner {
-            if let Some((voters, active)) = self.active().await? {
-                let members = voters.len() + 1;
-                if active.len() < members / 2 + 1 {
-                    return Err(Error::NotEnoughStartedMembers.into());
-                }
-                if active.len() < voters.len() {
-                    return Err(Error::Unhealthy.into());
-                }
+            let (voters, active) = self.active().await?;
+            let members = voters.len() + 1;
+            if active.len() < members / 2 + 1 {
+                return Err(Error::NotEnoughStartedMembers.into());
+            }
+            if active.len() < voters.len() {
+                return Err(Error::Unhealthy.into());
             }
         }
         let record = MemberRecord {
@@ -153,12 +151,11 @@ impl Cluster for ClusterService {
             return Err(Error::MemberNotFound.into());
         };
         if !m.is_learner {
-            if let Some((voters, active)) = self.active().await? {
-                let remaining = voters.len().saturating_sub(1);
-                let active_after = active.iter().filter(|&&a| a != id).count();
-                if active_after < remaining / 2 + 1 {
-                    return Err(Error::NotEnoughStartedMembers.into());
-                }
+            let (voters, active) = self.active().await?;
+            let remaining = voters.len().saturating_sub(1);
+            let active_after = active.iter().filter(|&&a| a != id).count();
+            if active_after < remaining / 2 + 1 {
+                return Err(Error::NotEnoughStartedMembers.into());
             }
         }
         s.propose_conf_change(Kind::Remove, m).await?;

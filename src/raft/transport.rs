@@ -41,6 +41,8 @@ pub type NodeSink = Arc<dyn Fn(NodeMsg) + Send + Sync>;
 struct PeerLink {
     urls: Vec<String>,
     tx: mpsc::Sender<Message>,
+    /// The stream to this peer is up (connected and the last send went through).
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Sends raft messages to the other members.
@@ -106,17 +108,32 @@ impl Transport {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let t = self.clone();
             let (pid, purls) = (*id, urls.clone());
+            let active = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = active.clone();
             self.inner
                 .rt
-                .spawn(async move { t.peer_loop(pid, purls, rx).await });
+                .spawn(async move { t.peer_loop(pid, purls, rx, flag).await });
             peers.insert(
                 *id,
                 PeerLink {
                     urls: urls.clone(),
                     tx,
+                    active,
                 },
             );
         }
+    }
+
+    /// True when the stream to member `id` is up (this member counts as active for itself).
+    pub fn is_active(&self, id: u64) -> bool {
+        if id == self.inner.local_id {
+            return true;
+        }
+        self.inner
+            .peers
+            .lock()
+            .get(&id)
+            .is_some_and(|p| p.active.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Queues messages for their peers; never blocks.
@@ -168,9 +185,17 @@ impl Transport {
         None
     }
 
-    async fn peer_loop(self, id: u64, urls: Vec<String>, mut rx: mpsc::Receiver<Message>) {
+    async fn peer_loop(
+        self,
+        id: u64,
+        urls: Vec<String>,
+        mut rx: mpsc::Receiver<Message>,
+        active: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
         let mut backoff = Duration::from_millis(50);
         loop {
+            active.store(false, Ordering::Release);
             let Some(mut client) = Self::connect(&urls).await else {
                 self.to_node(NodeMsg::Unreachable(id));
                 // Drop what queued up while the peer was down; raft resends what matters.
@@ -185,6 +210,7 @@ impl Transport {
             backoff = Duration::from_millis(50);
             let (btx, brx) = mpsc::channel::<RaftBatch>(16);
             let call = tokio::spawn(async move { client.raft(ReceiverStream::new(brx)).await });
+            active.store(true, Ordering::Release);
             loop {
                 let Some(first) = rx.recv().await else {
                     call.abort();
