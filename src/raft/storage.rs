@@ -183,9 +183,11 @@ impl RaftStorage {
             None => ConfState::default(),
         };
         drop(cp);
-        let mut meta = SnapshotMetadata::default();
-        meta.index = index;
-        meta.term = term;
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
         meta.set_conf_state(conf);
         let mut snap = Snapshot::default();
         snap.set_metadata(meta);
