@@ -22,11 +22,13 @@ use tokio::sync::watch;
 
 use crate::cluster::{get_member, list_members, put_member};
 use crate::error::{Error, Result};
+use crate::lease::Lessor;
 use crate::mvcc::compact::Compactor;
 use crate::mvcc::txn::run_txn;
 use crate::mvcc::{KvWrite, Store, WriteBatch};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::proto::metastorepb::{
     internal_request::Request, member_change::Kind, InternalRequest, MemberChange, MemberRecord,
@@ -52,6 +54,8 @@ pub enum Applied {
     },
     /// A membership request was applied.
     Member,
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 pub type ApplyResult = Result<Applied>;
@@ -70,6 +74,7 @@ pub struct Applier {
     pub compactor: Compactor,
     pub raft: RaftHandle,
     pub transport: Transport,
+    pub lessor: Arc<Lessor>,
     pub applied_tx: watch::Sender<u64>,
     pub snapshot_count: u64,
     /// Raft entries kept behind the applied index when the log is compacted (for slow followers).
@@ -124,6 +129,7 @@ impl Applier {
         if index > self.applied {
             checkpoint::install(self.store.db(), dir, CONF_STATE)?;
             self.store.reload()?;
+            self.lessor.reload(self.store.db())?;
             self.applied = index;
             self.last_log_compaction = index;
             self.compactor.schedule(self.store.compact_revision());
@@ -154,6 +160,8 @@ impl Applier {
         let mut wb = WriteBatch::new(&self.store);
         let mut results = Vec::new();
         let mut members_changed = false;
+        // Lease changes to tell the lessor once they are written: (id, Some(ttl)) or (id, None).
+        let mut lease_changes: Vec<(i64, Option<i64>)> = Vec::new();
         for e in &entries {
             if e.index <= self.applied {
                 continue;
@@ -167,7 +175,16 @@ impl Applier {
                     if matches!(req.request, Some(Request::MemberUpdate(_))) {
                         members_changed = true;
                     }
+                    let revoking = match &req.request {
+                        Some(Request::LeaseRevoke(r)) => Some(r.id),
+                        _ => None,
+                    };
                     let result = self.apply_one(&mut wb, req.request);
+                    match (&result, revoking) {
+                        (Ok(Applied::LeaseGrant(g)), _) => lease_changes.push((g.id, Some(g.ttl))),
+                        (Ok(Applied::LeaseRevoke(_)), Some(id)) => lease_changes.push((id, None)),
+                        _ => {}
+                    }
                     results.push((req.id, result));
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -200,6 +217,12 @@ impl Applier {
         ];
         let (_rev, _events, compaction) = wb.finish(&meta)?;
         self.applied = last_index;
+        for (id, change) in lease_changes {
+            match change {
+                Some(ttl) => self.lessor.granted(id, ttl),
+                None => self.lessor.revoked(id),
+            }
+        }
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
         }
@@ -351,6 +374,21 @@ impl Applier {
                 m.peer_urls = want.peer_urls;
                 put_member(&db, wb.raw(), &MemberRecord { ..m })?;
                 Ok(Applied::Member)
+            }
+            Request::LeaseGrant(g) => {
+                wb.lease_grant(g.id, g.ttl)?;
+                Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                    header: header(wb.end_txn()),
+                    id: g.id,
+                    ttl: g.ttl,
+                    error: String::new(),
+                }))
+            }
+            Request::LeaseRevoke(r) => {
+                let rev = wb.lease_revoke(r.id)?;
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                    header: header(rev),
+                }))
             }
             Request::MemberChange(_) => Err(Error::Internal(
                 "a member change outside a conf change entry".into(),

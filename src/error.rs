@@ -34,6 +34,10 @@ pub enum Error {
     FutureRev,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: member ID already exist")]
@@ -94,9 +98,10 @@ impl Error {
             | Error::RequestTooLarge
             | Error::BadMemberUrls => Code::InvalidArgument,
             Error::MessageTooLarge(..) | Error::TooManyRequests => Code::ResourceExhausted,
-            Error::Compacted | Error::FutureRev => Code::OutOfRange,
+            Error::Compacted | Error::FutureRev | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
             Error::NotLeader
+            | Error::LeaseExists
             | Error::MemberExists
             | Error::PeerUrlExists
             | Error::NotEnoughStartedMembers

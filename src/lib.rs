@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;
@@ -35,6 +36,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         r = server.publish() => r?,
         _ = wait_removed(&server) => {}
     }
+    let expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
     let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
@@ -53,6 +55,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         .await
         .map_err(|e| error::Error::Internal(format!("server task: {e}")));
     let _ = peers.await;
+    let _ = expiry.await;
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.stop())
         .await

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use crate::proto::etcdserverpb::{
     auth_server::{Auth, AuthServer},
     cluster_server::ClusterServer,
     kv_server::KvServer,
-    lease_server::{Lease, LeaseServer},
+    lease_server::LeaseServer,
     maintenance_server::MaintenanceServer,
     watch_server::{Watch, WatchServer},
 };
@@ -33,7 +34,6 @@ use crate::server::EtcdServer;
 pub struct NotServed;
 
 impl Watch for NotServed {}
-impl Lease for NotServed {}
 impl Auth for NotServed {}
 impl Lock for NotServed {}
 impl Election for NotServed {}
@@ -137,7 +137,7 @@ pub async fn serve(
             .add_service(maintenance)
             .add_service(cluster)
             .add_service(WatchServer::new(NotServed))
-            .add_service(LeaseServer::new(NotServed))
+            .add_service(LeaseServer::new(lease::LeaseService::new(server.clone())))
             .add_service(AuthServer::new(NotServed))
             .add_service(LockServer::new(NotServed))
             .add_service(ElectionServer::new(NotServed))

@@ -233,7 +233,7 @@ fn check_ops<S: KvWrite>(s: &S, req: &TxnRequest, path: &[bool], at: &mut usize)
                 if (p.ignore_value || p.ignore_lease) && s.get_latest(&p.key)?.is_none() {
                     return Err(Error::KeyNotFound);
                 }
-                if p.lease != 0 && !p.ignore_lease {
+                if p.lease != 0 && !p.ignore_lease && !s.lease_exists(p.lease)? {
                     return Err(Error::LeaseNotFound);
                 }
             }
@@ -367,5 +367,8 @@ impl<S: KvRead> KvWrite for ReadOnly<'_, S> {
     }
     fn end_txn(&mut self) -> i64 {
         self.0.current()
+    }
+    fn lease_exists(&self, _: i64) -> Result<bool> {
+        Ok(false)
     }
 }

@@ -11,7 +11,7 @@
 //! * a write transaction is checked completely before its first change (see `txn.rs`), so an error never
 //!   leaves a partial transaction in the batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 
@@ -21,8 +21,64 @@ use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
 };
+use crate::proto::metastorepb::LeaseRecord;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
-use crate::storage::{encode_u64, CF_INDEX, CF_KV, CF_META};
+use crate::storage::{encode_u64, CF_INDEX, CF_KV, CF_LEASE, CF_META};
+
+/// `lease` CF key of a lease record.
+pub fn lease_record_key(id: i64) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+
+/// `lease` CF key prefix of the keys attached to a lease.
+pub fn lease_attach_prefix(id: i64) -> Vec<u8> {
+    let mut k = vec![b'k'];
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+
+/// Keys attached to a lease in the database, in key order.
+pub fn attached_keys(db: &crate::storage::Db, id: i64) -> Result<Vec<Vec<u8>>> {
+    let prefix = lease_attach_prefix(id);
+    let cf = db.cf(CF_LEASE)?;
+    let mut it = db.raw().raw_iterator_cf(&cf);
+    it.seek(&prefix);
+    let mut keys = Vec::new();
+    while let Some(k) = it.key() {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        keys.push(k[prefix.len()..].to_vec());
+        it.next();
+    }
+    it.status()?;
+    Ok(keys)
+}
+
+/// Every lease record in the database.
+pub fn all_leases(db: &crate::storage::Db) -> Result<Vec<LeaseRecord>> {
+    let cf = db.cf(CF_LEASE)?;
+    let mut it = db.raw().raw_iterator_cf(&cf);
+    it.seek([b'r']);
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if k.first() != Some(&b'r') {
+            break;
+        }
+        out.push(LeaseRecord::decode(v)?);
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}
+
+fn lease_attach_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = lease_attach_prefix(id);
+    k.extend_from_slice(key);
+    k
+}
 
 /// Versions written by this batch: user key -> (revision, value or `None` for a tombstone), oldest first.
 type Overlay = BTreeMap<Vec<u8>, Vec<(Revision, Option<KeyValue>)>>;
@@ -35,6 +91,8 @@ pub trait KvWrite: KvRead {
     fn get_latest(&self, key: &[u8]) -> Result<Option<KeyValue>>;
     /// Closes the current write transaction: its changes share one main revision.
     fn end_txn(&mut self) -> i64;
+    /// True when the lease exists.
+    fn lease_exists(&self, id: i64) -> Result<bool>;
 }
 
 /// One apply batch: a RocksDB write batch plus the overlay of its writes.
@@ -51,6 +109,10 @@ pub struct WriteBatch<'a> {
     pub events: Vec<Event>,
     /// A compaction scheduled by this batch.
     pub compaction: Option<i64>,
+    /// Leases granted (Some) or revoked (None) by this batch.
+    leases: HashMap<i64, Option<LeaseRecord>>,
+    /// Key attachments changed by this batch: (lease, key) -> attached.
+    attachments: BTreeMap<(i64, Vec<u8>), bool>,
 }
 
 impl<'a> WriteBatch<'a> {
@@ -64,7 +126,83 @@ impl<'a> WriteBatch<'a> {
             compact: store.compact_revision(),
             events: Vec::new(),
             compaction: None,
+            leases: HashMap::new(),
+            attachments: BTreeMap::new(),
         }
+    }
+
+    /// The lease record, including this batch's grants and revokes.
+    pub fn lease(&self, id: i64) -> Result<Option<LeaseRecord>> {
+        if let Some(l) = self.leases.get(&id) {
+            return Ok(l.clone());
+        }
+        match self.store.db().get(CF_LEASE, &lease_record_key(id))? {
+            Some(b) => Ok(Some(LeaseRecord::decode(b.as_slice())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Grants a lease (etcd's checks on the id; the TTL was settled before proposing).
+    pub fn lease_grant(&mut self, id: i64, ttl: i64) -> Result<()> {
+        if self.lease(id)?.is_some() {
+            return Err(Error::LeaseExists);
+        }
+        let rec = LeaseRecord { id, ttl };
+        let cf = self.store.db().cf(CF_LEASE)?;
+        self.batch
+            .put_cf(&cf, lease_record_key(id), rec.encode_to_vec());
+        drop(cf);
+        self.leases.insert(id, Some(rec));
+        Ok(())
+    }
+
+    /// Keys attached to a lease, in key order (including this batch's changes).
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            attached_keys(self.store.db(), id)?.into_iter().collect();
+        for ((l, k), attached) in self.attachments.range((id, Vec::new())..) {
+            if *l != id {
+                break;
+            }
+            if *attached {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Revokes a lease: its keys are deleted in one write transaction. Returns the revision after it.
+    pub fn lease_revoke(&mut self, id: i64) -> Result<i64> {
+        if self.lease(id)?.is_none() {
+            return Err(Error::LeaseNotFound);
+        }
+        for key in self.lease_keys(id)? {
+            self.delete_range(&DeleteRangeRequest {
+                key,
+                ..Default::default()
+            })?;
+        }
+        let rev = self.end_txn();
+        let cf = self.store.db().cf(CF_LEASE)?;
+        self.batch.delete_cf(&cf, lease_record_key(id));
+        drop(cf);
+        self.leases.insert(id, None);
+        Ok(rev)
+    }
+
+    fn attach(&mut self, lease: i64, key: &[u8], on: bool) -> Result<()> {
+        let cf = self.store.db().cf(CF_LEASE)?;
+        let k = lease_attach_key(lease, key);
+        if on {
+            self.batch.put_cf(&cf, k, []);
+        } else {
+            self.batch.delete_cf(&cf, k);
+        }
+        drop(cf);
+        self.attachments.insert((lease, key.to_vec()), on);
+        Ok(())
     }
 
     fn reader(&self) -> Reader<'a> {
@@ -220,8 +358,7 @@ impl KvWrite for WriteBatch<'_> {
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(Error::KeyNotFound);
         }
-        if req.lease != 0 && !req.ignore_lease {
-            // No lease exists until the lease service is served.
+        if req.lease != 0 && !req.ignore_lease && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
         let rev = self.next_rev();
@@ -244,6 +381,15 @@ impl KvWrite for WriteBatch<'_> {
             },
         };
         self.record(&req.key, rev, Some(kv.clone()))?;
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        if old_lease != kv.lease {
+            if old_lease != 0 {
+                self.attach(old_lease, &req.key, false)?;
+            }
+            if kv.lease != 0 {
+                self.attach(kv.lease, &req.key, true)?;
+            }
+        }
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -262,6 +408,9 @@ impl KvWrite for WriteBatch<'_> {
         for h in &hits {
             let rev = self.next_rev();
             self.record(&h.key, rev, None)?;
+            if let Some(lease) = h.kv.as_ref().map(|kv| kv.lease).filter(|&l| l != 0) {
+                self.attach(lease, &h.key, false)?;
+            }
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
@@ -283,6 +432,10 @@ impl KvWrite for WriteBatch<'_> {
             deleted,
             prev_kvs,
         })
+    }
+
+    fn lease_exists(&self, id: i64) -> Result<bool> {
+        Ok(self.lease(id)?.is_some())
     }
 
     fn end_txn(&mut self) -> i64 {

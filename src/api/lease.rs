@@ -1,0 +1,211 @@
+//! Lease service: Grant and Revoke go through raft; KeepAlive and TimeToLive are answered by the
+//! leader (a follower forwards them to the leader's client URL); Leases lists the local records.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apply::Applied;
+use crate::error::Error;
+use crate::lease::MAX_LEASE_TTL;
+use crate::mvcc::write::{all_leases, attached_keys};
+use crate::proto::etcdserverpb::{
+    lease_client::LeaseClient, lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+use crate::proto::metastorepb::internal_request::Request as Internal;
+use crate::server::EtcdServer;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct LeaseService {
+    pub server: Arc<EtcdServer>,
+    /// A channel to the leader's client URL, for requests only the leader answers.
+    leader: Mutex<Option<(String, Channel)>>,
+}
+
+impl LeaseService {
+    pub fn new(server: Arc<EtcdServer>) -> LeaseService {
+        LeaseService {
+            server,
+            leader: Mutex::new(None),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.server.raft.status.leader() == self.server.member_id
+    }
+
+    async fn leader_client(&self) -> Result<LeaseClient<Channel>, Status> {
+        let url = self
+            .server
+            .leader_client_urls()?
+            .into_iter()
+            .next()
+            .ok_or(Error::NoLeader)?;
+        if let Some((u, ch)) = self.leader.lock().as_ref() {
+            if *u == url {
+                return Ok(LeaseClient::new(ch.clone()));
+            }
+        }
+        let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("leader unreachable: {e}")))?;
+        *self.leader.lock() = Some((url, ch.clone()));
+        Ok(LeaseClient::new(ch))
+    }
+
+    /// One keep-alive, renewed here on the leader or forwarded to it.
+    async fn keep_alive_once(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        let s = &self.server;
+        if self.is_leader() {
+            let header = Some(s.header(s.store.current_revision()));
+            let ttl = s.lessor.renew(id).unwrap_or(0);
+            return Ok(LeaseKeepAliveResponse { header, id, ttl });
+        }
+        let mut c = self.leader_client().await?;
+        let mut stream = c
+            .lease_keep_alive(tokio_stream::iter([LeaseKeepAliveRequest { id }]))
+            .await?
+            .into_inner();
+        match stream.next().await {
+            Some(r) => r,
+            None => Err(Error::NoLeader.into()),
+        }
+    }
+}
+
+/// etcd's smallest TTL: 1.5 election timeouts, rounded up to whole seconds.
+fn min_ttl(s: &EtcdServer) -> i64 {
+    let ms = s.cfg.election_timeout.as_millis() as i64;
+    ((3 * ms / 2) + 999) / 1000
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let mut r = req.into_inner();
+        if r.ttl > MAX_LEASE_TTL {
+            return Err(Error::LeaseTtlTooLarge.into());
+        }
+        r.ttl = r.ttl.max(min_ttl(s));
+        if r.id == 0 {
+            r.id = (rand::random::<u64>() >> 1).max(1) as i64;
+        }
+        match s.propose(Internal::LeaseGrant(r)).await? {
+            Applied::LeaseGrant(mut g) => {
+                let rev = g.header.as_ref().map_or(0, |h| h.revision);
+                g.header = Some(s.header(rev));
+                Ok(Response::new(g))
+            }
+            other => Err(Error::Internal(format!("unexpected {other:?}")).into()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        match s.propose(Internal::LeaseRevoke(req.into_inner())).await? {
+            Applied::LeaseRevoke(mut r) => {
+                let rev = r.header.as_ref().map_or(0, |h| h.revision);
+                r.header = Some(s.header(rev));
+                Ok(Response::new(r))
+            }
+            other => Err(Error::Internal(format!("unexpected {other:?}")).into()),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        self.server.guard(req.metadata(), false)?;
+        let mut input = req.into_inner();
+        let me = LeaseService::new(self.server.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = input.next().await {
+                let resp = me.keep_alive_once(r.id).await;
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let r = req.into_inner();
+        if !self.is_leader() {
+            let mut c = self.leader_client().await?;
+            return c.lease_time_to_live(r).await;
+        }
+        let header = Some(s.header(s.store.current_revision()));
+        let Some((granted, left)) = s.lessor.remaining(r.id) else {
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            }));
+        };
+        let keys = if r.keys {
+            let db = s.db.clone();
+            let id = r.id;
+            tokio::task::spawn_blocking(move || attached_keys(&db, id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id: r.id,
+            ttl: left,
+            granted_ttl: granted,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let db = s.db.clone();
+        let recs = tokio::task::spawn_blocking(move || all_leases(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(s.header(s.store.current_revision())),
+            leases: recs.into_iter().map(|r| LeaseStatus { id: r.id }).collect(),
+        }))
+    }
+}

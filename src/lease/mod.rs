@@ -1,0 +1,139 @@
+//! Leases: who expires them and when.
+//!
+//! Lease records and key attachments are replicated state (written by apply, see `mvcc::write`). Expiry
+//! is not: every member keeps an expiry time per lease in memory, but only the leader acts on it, by
+//! proposing a LeaseRevoke through the log, so the keys are deleted (and watchers see the deletes) on
+//! every member in the same revision. Keep-alives renew the expiry on the leader only.
+//!
+//! Invariant: a member that becomes leader first pushes every expiry to at least TTL + election timeout
+//! from now (`promote`), so no lease expires before its TTL since the last keep-alive that any leader
+//! acknowledged.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::mvcc::write::all_leases;
+use crate::storage::Db;
+
+/// etcd's largest lease TTL in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+struct Lease {
+    ttl: i64,
+    expiry: Instant,
+}
+
+/// In-memory expiry bookkeeping for every lease.
+pub struct Lessor {
+    leases: Mutex<HashMap<i64, Lease>>,
+}
+
+fn after(secs: i64, extend: Duration) -> Instant {
+    Instant::now() + Duration::from_secs(secs.max(0) as u64) + extend
+}
+
+impl Lessor {
+    /// Loads every lease from the database with a full TTL from now.
+    pub fn load(db: &Db) -> Result<Lessor> {
+        let l = Lessor {
+            leases: Mutex::new(HashMap::new()),
+        };
+        l.reload(db)?;
+        Ok(l)
+    }
+
+    /// Replaces the bookkeeping with the database's leases (after a snapshot install).
+    pub fn reload(&self, db: &Db) -> Result<()> {
+        let recs = all_leases(db)?;
+        let mut m = self.leases.lock();
+        m.clear();
+        for r in recs {
+            m.insert(
+                r.id,
+                Lease {
+                    ttl: r.ttl,
+                    expiry: after(r.ttl, Duration::ZERO),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A grant was applied.
+    pub fn granted(&self, id: i64, ttl: i64) {
+        self.leases.lock().insert(
+            id,
+            Lease {
+                ttl,
+                expiry: after(ttl, Duration::ZERO),
+            },
+        );
+    }
+
+    /// A revoke was applied.
+    pub fn revoked(&self, id: i64) {
+        self.leases.lock().remove(&id);
+    }
+
+    /// This member became leader: every lease gets its full TTL plus `extend` from now.
+    pub fn promote(&self, extend: Duration) {
+        for l in self.leases.lock().values_mut() {
+            l.expiry = after(l.ttl, extend);
+        }
+    }
+
+    /// Renews a lease (on the leader); its TTL, or None when it does not exist.
+    pub fn renew(&self, id: i64) -> Option<i64> {
+        let mut m = self.leases.lock();
+        let l = m.get_mut(&id)?;
+        l.expiry = after(l.ttl, Duration::ZERO);
+        Some(l.ttl)
+    }
+
+    /// (granted TTL, remaining seconds) of a lease.
+    pub fn remaining(&self, id: i64) -> Option<(i64, i64)> {
+        let m = self.leases.lock();
+        let l = m.get(&id)?;
+        let left = l.expiry.saturating_duration_since(Instant::now()).as_secs() as i64;
+        Some((l.ttl, left))
+    }
+
+    /// Leases whose expiry has passed, at most `limit` of them.
+    pub fn expired(&self, limit: usize) -> Vec<i64> {
+        let now = Instant::now();
+        self.leases
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.expiry <= now)
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renew_promote_and_expire() {
+        let l = Lessor {
+            leases: Mutex::new(HashMap::new()),
+        };
+        l.granted(1, 0);
+        l.granted(2, 60);
+        assert_eq!(l.expired(10), vec![1]);
+        assert_eq!(l.renew(2), Some(60));
+        assert_eq!(l.renew(3), None);
+        l.promote(Duration::from_secs(1));
+        assert!(l.expired(10).is_empty());
+        let (ttl, left) = l.remaining(2).unwrap();
+        assert_eq!(ttl, 60);
+        assert!((59..=61).contains(&left));
+        l.revoked(2);
+        assert_eq!(l.remaining(2), None);
+    }
+}
