@@ -191,7 +191,6 @@ async fn item_24_compare_missing_key_and_value() {
 
 /// Item 24: a LEASE compare matches the attached lease (needs LeaseGrant).
 #[tokio::test]
-#[ignore = "needs the Lease service (issue 4); passes against etcd with COMPAT_TARGET=etcd"]
 async fn item_24_compare_lease() {
     let m = Member::start().await;
     let mut c = m.client().await;
