@@ -76,6 +76,10 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// An error of the lock and election recipes (etcd sends them as code Unknown with this text,
+    /// e.g. `election: no leader`, `session expired`).
+    #[error("{0}")]
+    Recipe(&'static str),
     /// A storage failure. It is not an etcd error; it goes out as `Unknown` with its text, as etcd sends
     /// every error missing from its table.
     #[error("metastore: storage: {0}")]
@@ -117,7 +121,10 @@ impl Error {
             | Error::Unhealthy
             | Error::NotSupportedForLearner => Code::Unavailable,
             // Not in etcd's mapping table: goes out as Unknown with its text, as etcd sends it.
-            Error::LeaderTransferTimeout | Error::Storage(_) | Error::Internal(_) => Code::Unknown,
+            Error::LeaderTransferTimeout
+            | Error::Recipe(_)
+            | Error::Storage(_)
+            | Error::Internal(_) => Code::Unknown,
         }
     }
 }

@@ -20,6 +20,63 @@ pub struct KvService {
     pub server: Arc<EtcdServer>,
 }
 
+/// Range as a client sees it (read barrier unless serializable), header filled.
+pub(crate) async fn do_range(s: &EtcdServer, r: RangeRequest) -> Result<RangeResponse, Error> {
+    if r.key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    if !r.serializable {
+        s.read_barrier().await?;
+    }
+    let mut resp = s.read(move |v| range(v, &r)).await?;
+    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+    resp.header = Some(s.header(rev));
+    Ok(resp)
+}
+
+/// Txn as a client sees it: validated, read-only ones served without raft, header filled.
+pub(crate) async fn do_txn(s: &EtcdServer, r: TxnRequest) -> Result<TxnResponse, Error> {
+    validate_txn(&r, s.cfg.max_txn_ops)?;
+    let mut resp = if is_read_only(&r) {
+        if !all_serializable(&r) {
+            s.read_barrier().await?;
+        }
+        s.read(move |v| run_read_txn(v, &r)).await?
+    } else {
+        match s.propose(Internal::Txn(r)).await? {
+            Applied::Txn(resp) => resp,
+            other => {
+                return Err(Error::Internal(format!(
+                    "unexpected apply result {other:?}"
+                )))
+            }
+        }
+    };
+    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+    resp.header = Some(s.header(rev));
+    Ok(resp)
+}
+
+/// DeleteRange as a client sees it, header filled.
+pub(crate) async fn do_delete(
+    s: &EtcdServer,
+    r: DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
+    if r.key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    match s.propose(Internal::DeleteRange(r)).await? {
+        Applied::DeleteRange(mut resp) => {
+            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            resp.header = Some(s.header(rev));
+            Ok(resp)
+        }
+        other => Err(Error::Internal(format!(
+            "unexpected apply result {other:?}"
+        ))),
+    }
+}
+
 fn unexpected(a: Applied) -> Status {
     Error::Internal(format!("unexpected apply result {a:?}")).into()
 }
@@ -43,16 +100,7 @@ impl Kv for KvService {
         s.guard(req.metadata(), req.get_ref().serializable)?;
         let r = req.into_inner();
         s.check_message_size(&r)?;
-        if r.key.is_empty() {
-            return Err(Error::EmptyKey.into());
-        }
-        if !r.serializable {
-            s.read_barrier().await?;
-        }
-        let mut resp = s.read(move |v| range(v, &r)).await?;
-        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-        resp.header = Some(s.header(rev));
-        Ok(Response::new(resp))
+        Ok(Response::new(do_range(s, r).await?))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -79,17 +127,7 @@ impl Kv for KvService {
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
         s.check_message_size(&r)?;
-        if r.key.is_empty() {
-            return Err(Error::EmptyKey.into());
-        }
-        match s.propose(Internal::DeleteRange(r)).await? {
-            Applied::DeleteRange(mut resp) => {
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                resp.header = Some(s.header(rev));
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Response::new(do_delete(s, r).await?))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -97,21 +135,7 @@ impl Kv for KvService {
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
         s.check_message_size(&r)?;
-        validate_txn(&r, s.cfg.max_txn_ops)?;
-        let mut resp = if is_read_only(&r) {
-            if !all_serializable(&r) {
-                s.read_barrier().await?;
-            }
-            s.read(move |v| run_read_txn(v, &r)).await?
-        } else {
-            match s.propose(Internal::Txn(r)).await? {
-                Applied::Txn(resp) => resp,
-                other => return Err(unexpected(other)),
-            }
-        };
-        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-        resp.header = Some(s.header(rev));
-        Ok(Response::new(resp))
+        Ok(Response::new(do_txn(s, r).await?))
     }
 
     async fn compact(

@@ -3,9 +3,12 @@
 //! Services not served yet are registered so that their RPCs answer `Unimplemented`.
 
 mod cluster;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
+mod recipes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +27,8 @@ use crate::proto::etcdserverpb::{
     watch_server::{Watch, WatchServer},
 };
 use crate::proto::metastorepb::peer_server::PeerServer;
-use crate::proto::v3electionpb::election_server::{Election, ElectionServer};
-use crate::proto::v3lockpb::lock_server::{Lock, LockServer};
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::transport::PeerService;
 use crate::server::EtcdServer;
 
@@ -35,8 +38,6 @@ pub struct NotServed;
 
 impl Watch for NotServed {}
 impl Auth for NotServed {}
-impl Lock for NotServed {}
-impl Election for NotServed {}
 
 /// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
 pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
@@ -139,8 +140,12 @@ pub async fn serve(
             .add_service(WatchServer::new(NotServed))
             .add_service(LeaseServer::new(lease::LeaseService::new(server.clone())))
             .add_service(AuthServer::new(NotServed))
-            .add_service(LockServer::new(NotServed))
-            .add_service(ElectionServer::new(NotServed))
+            .add_service(LockServer::new(lock::LockService {
+                server: server.clone(),
+            }))
+            .add_service(ElectionServer::new(election::ElectionService {
+                server: server.clone(),
+            }))
             .add_service(health.clone());
         tasks.push(tokio::spawn(async move {
             router

@@ -102,6 +102,8 @@ pub trait KvRead {
 struct RevState {
     current: AtomicI64,
     compact: AtomicI64,
+    /// Signals every change of the current revision (after it is visible).
+    changed: tokio::sync::watch::Sender<i64>,
 }
 
 /// Shared handle on the MVCC keyspace.
@@ -124,6 +126,7 @@ impl Store {
             revs: Arc::new(RevState {
                 current: AtomicI64::new(current),
                 compact: AtomicI64::new(compact),
+                changed: tokio::sync::watch::channel(current).0,
             }),
         })
     }
@@ -157,6 +160,16 @@ impl Store {
     pub(crate) fn publish(&self, current: i64, compact: i64) {
         self.revs.compact.store(compact, AtomicOrdering::Release);
         self.revs.current.store(current, AtomicOrdering::Release);
+        self.revs.changed.send_if_modified(|r| {
+            let moved = *r != current;
+            *r = current;
+            moved
+        });
+    }
+
+    /// A receiver that wakes on every new revision (for server-side recipes waiting on keys).
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.revs.changed.subscribe()
     }
 
     /// Runs `f` on a consistent snapshot view of the latest committed state.
