@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::member::{Member, MemberConfig};
 use crate::ports::free_ports;
+use crate::proxy::Proxy;
 use crate::target::target;
 
 const ATTEMPTS: usize = 4;
@@ -17,6 +18,8 @@ const TOKEN: &str = "compat-cluster";
 /// A running cluster started by this harness.
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// With `start_proxied`: the proxy in front of each member's peer port (inbound peer traffic).
+    pub proxies: Vec<Proxy>,
     dir: TempDir,
 }
 
@@ -42,6 +45,7 @@ fn member_config(
         name: name.into(),
         client_port: client,
         peer_port: peer,
+        advertised_peer_port: None,
         data_dir: dir.join(format!("{name}.etcd")),
         initial_cluster: cluster.into(),
         extra_args,
@@ -108,9 +112,57 @@ impl Cluster {
             for m in members.iter_mut().take(running) {
                 m.wait_serving().await;
             }
-            return Cluster { members, dir };
+            return Cluster {
+                members,
+                proxies: Vec::new(),
+                dir,
+            };
         }
         panic!("could not start a cluster: ports kept colliding");
+    }
+
+    /// Starts `n` members whose advertised peer URLs are proxies (see `proxies`), so that a member
+    /// can be cut off from the others.
+    pub async fn start_proxied(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("compat-cluster-")
+            .tempdir()
+            .expect("create temp dir");
+        let ports = free_ports(2 * n);
+        let mut proxies = Vec::new();
+        for i in 0..n {
+            proxies.push(Proxy::start(ports[2 * i + 1]).await);
+        }
+        let cluster = (0..n)
+            .map(|i| format!("m{}=http://127.0.0.1:{}", i + 1, proxies[i].port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| {
+                let name = format!("m{}", i + 1);
+                let mut cfg = member_config(
+                    dir.path(),
+                    &name,
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    &cluster,
+                    extra,
+                );
+                cfg.advertised_peer_port = Some(proxies[i].port);
+                Member::configured(cfg, dir.path().join(format!("{name}.log")))
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn_process();
+        }
+        for m in &mut members {
+            m.wait_serving().await;
+        }
+        Cluster {
+            members,
+            proxies,
+            dir,
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {

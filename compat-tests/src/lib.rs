@@ -24,6 +24,7 @@ pub mod etcdctl;
 pub mod member;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod target;
 
 pub use check::{assert_grpc_code, assert_grpc_error, grpc_status, hdr, keys, values};

@@ -50,6 +50,8 @@ pub struct MemberConfig {
     pub client_port: u16,
     /// Port of the peer URL `http://127.0.0.1:<peer_port>`.
     pub peer_port: u16,
+    /// The peer port advertised to the others when it differs from the listening one (a proxy).
+    pub advertised_peer_port: Option<u16>,
     /// `--data-dir`.
     pub data_dir: PathBuf,
     /// `--initial-cluster` (for one member: `<name>=<peer url>`).
@@ -70,10 +72,17 @@ impl MemberConfig {
 
     /// `http://127.0.0.1:<peer_port>`.
     pub fn peer_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.advertised_peer_port.unwrap_or(self.peer_port)
+        )
+    }
+
+    /// The URL the member listens on for peers.
+    pub fn listen_peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
-    /// `127.0.0.1:<client_port>` (the form etcdctl and etcd-client take).
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
@@ -85,7 +94,7 @@ impl MemberConfig {
             ("--data-dir", self.data_dir.display().to_string()),
             ("--listen-client-urls", self.client_url()),
             ("--advertise-client-urls", self.client_url()),
-            ("--listen-peer-urls", self.peer_url()),
+            ("--listen-peer-urls", self.listen_peer_url()),
             ("--initial-advertise-peer-urls", self.peer_url()),
             ("--initial-cluster", self.initial_cluster.clone()),
         ]
@@ -206,6 +215,7 @@ impl MemberBuilder {
             name: self.name.clone(),
             client_port: ports[0],
             peer_port: ports[1],
+            advertised_peer_port: None,
             data_dir: dir.join(format!("{}.etcd", self.name)),
             initial_cluster: format!("{}={}", self.name, peer_url),
             extra_args: self.extra_args.clone(),
@@ -617,6 +627,7 @@ mod tests {
             name: "m1".into(),
             client_port: 1111,
             peer_port: 2222,
+            advertised_peer_port: None,
             data_dir: PathBuf::from("/tmp/x/m1.etcd"),
             initial_cluster: "m1=http://127.0.0.1:2222".into(),
             extra_args: vec!["--max-txn-ops".into(), "4".into()],

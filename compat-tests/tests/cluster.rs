@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compat_tests::{assert_grpc_error, values, Cluster, Member};
+use compat_tests::{assert_grpc_code, assert_grpc_error, values, Cluster, Member};
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -712,4 +712,73 @@ async fn randomized_fault_run_loses_and_duplicates_nothing() {
         acked.len()
     );
     assert_acked_everywhere(&mut cl, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_serves_no_linearizable_request_and_rejoins_after_healing() {
+    // Item 108 with a real partition: nothing the others send reaches the old leader.
+    let mut cl = Cluster::start_proxied(3, &[]).await;
+    let old = cl.leader().await;
+    let old_id = cl.member_id(old).await;
+    cl.members[old]
+        .client()
+        .await
+        .put("p", "1", None)
+        .await
+        .unwrap();
+    for m in &cl.members {
+        read_all(m, "p").await;
+    }
+    cl.proxies[old].block();
+    // The majority elects a new leader and keeps serving.
+    let other = (old + 1) % 3;
+    let new_leader = eventually(20, "a new leader among the majority", || {
+        let m = cl.members[other].endpoint();
+        async move {
+            let mut c = Client::connect([m], None).await.ok()?;
+            let s = c.status().await.ok()?;
+            (s.leader() != 0 && s.leader() != old_id).then_some(s.leader())
+        }
+    })
+    .await;
+    let mut c = client_to(&cl.members[other], Duration::from_secs(10)).await;
+    let rev = c
+        .put("p", "2", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    // The old leader serves no linearizable read or write (no split brain)...
+    let mut isolated = client_to(&cl.members[old], Duration::from_secs(20)).await;
+    assert_grpc_code(isolated.put("p", "split", None).await, Code::Unavailable);
+    assert_grpc_code(isolated.get("p", None).await, Code::Unavailable);
+    // ...while a serializable read may be stale.
+    let r = isolated
+        .get("p", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert_eq!(values(r.kvs()), ["1"]);
+    // After healing it rejoins and sees the majority's write; its refused write never happened.
+    cl.proxies[old].unblock();
+    let m = &cl.members[old];
+    eventually(30, "the old leader rejoins", || async {
+        let (kv, _) = read_all_opt(m, "p").await?;
+        (kv.get("p") == Some(&("2".to_string(), rev))).then_some(())
+    })
+    .await;
+    let s = cl.members[old].client().await.status().await.unwrap();
+    assert_eq!(s.leader(), new_leader);
+    let li = new_leader_index(&mut cl, new_leader).await;
+    let (kv, _) = read_all(&cl.members[li], "p").await;
+    assert_eq!(kv["p"], ("2".to_string(), rev));
+}
+
+async fn new_leader_index(cl: &mut Cluster, id: u64) -> usize {
+    for i in 0..cl.members.len() {
+        if cl.member_id(i).await == id {
+            return i;
+        }
+    }
+    panic!("no member with id {id:x}");
 }

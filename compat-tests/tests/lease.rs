@@ -113,10 +113,16 @@ async fn item_59_unknown_lease_keep_alive_and_time_to_live() {
     // reports the lease gone and exits 0; its --once form (KeepAliveOnce) turns TTL 0 into an error.
     let out = m.etcdctl(&["lease", "keep-alive", "777"]).await;
     out.assert_success();
-    assert_eq!(out.stdout.trim(), "lease 0000000000000777 expired or revoked.");
+    assert_eq!(
+        out.stdout.trim(),
+        "lease 0000000000000777 expired or revoked."
+    );
     let out = m.etcdctl(&["lease", "keep-alive", "--once", "777"]).await;
     assert!(!out.success());
-    assert_eq!(out.stderr.trim(), "Error: etcdserver: requested lease not found");
+    assert_eq!(
+        out.stderr.trim(),
+        "Error: etcdserver: requested lease not found"
+    );
     // The Rust crate also maps TTL 0 to its own error.
     let mut c = m.client().await;
     assert!(c.lease_keep_alive(0x777).await.is_err());
