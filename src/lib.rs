@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "metastore",
     about = "An etcd-v3-compatible, strongly consistent key-value store for metadata",
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Print the version and exit.
@@ -19,6 +20,14 @@ struct Cli {
     version: bool,
     #[command(flatten)]
     flags: Flags,
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Load generator modelled on etcd's benchmark tool (works against etcd too).
+    Bench(metastore::bench::BenchArgs),
 }
 
 /// etcd (Go's flag package) accepts `-name value` as well as `--name value`; clap wants two dashes.
@@ -72,6 +81,9 @@ fn init_logging(level: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args());
+    if let Some(Sub::Bench(args)) = cli.cmd {
+        return run_bench(args);
+    }
     if cli.version {
         print_version(&cli.flags.etcd_version);
         return ExitCode::SUCCESS;
@@ -101,6 +113,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "metastore stopped with an error");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_bench(args: metastore::bench::BenchArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(metastore::bench::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
