@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::compact::Compactor;
 use crate::mvcc::txn::run_txn;
+use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{KvWrite, Store, WriteBatch};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
@@ -72,6 +73,8 @@ pub struct Applier {
     pub store: Store,
     pub waits: Arc<Wait<ApplyResult>>,
     pub compactor: Compactor,
+    /// Told about every batch's events once they are visible, and about snapshot installs.
+    pub watch_hub: WatchHub,
     pub raft: RaftHandle,
     pub transport: Transport,
     pub lessor: Arc<Lessor>,
@@ -129,6 +132,7 @@ impl Applier {
         if index > self.applied {
             checkpoint::install(self.store.db(), dir, CONF_STATE)?;
             self.store.reload()?;
+            self.watch_hub.store_jumped();
             self.lessor.reload(self.store.db())?;
             self.applied = index;
             self.last_log_compaction = index;
@@ -215,7 +219,8 @@ impl Applier {
             (META_APPLIED_INDEX, encode_u64(last_index).to_vec()),
             (META_APPLIED_TERM, encode_u64(last_term).to_vec()),
         ];
-        let (_rev, _events, compaction) = wb.finish(&meta)?;
+        let (rev, events, compaction) = wb.finish(&meta)?;
+        self.watch_hub.notify(rev, events);
         self.applied = last_index;
         for (id, change) in lease_changes {
             match change {

@@ -101,6 +101,17 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications (Go duration syntax, e.g. 10m, 1s, 100ms;
+    /// at least 100ms, 0 means the default). Also taken under etcd 3.4/3.5's name
+    /// `--experimental-watch-progress-notify-interval`.
+    #[arg(
+        long,
+        env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        alias = "experimental-watch-progress-notify-interval",
+        default_value = "10m",
+        value_parser = parse_go_duration
+    )]
+    pub watch_progress_notify_interval: Duration,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -129,11 +140,60 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    pub watch_progress_notify_interval: Duration,
     pub etcd_version: String,
 }
 
 /// 2 GiB, etcd's default backend quota.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's default and smallest watch progress notify intervals (smaller values are raised).
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+pub const MIN_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Parses a Go duration (`10m`, `1.5s`, `1h30m`, `100ms`, `250us`, `0`). A negative duration reads
+/// as zero (etcd then keeps its default).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}");
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[u..];
+        nanos += value * unit;
+    }
+    if negative {
+        return Ok(Duration::ZERO);
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
 
 fn url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -216,6 +276,10 @@ impl Config {
             },
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
+            watch_progress_notify_interval: match f.watch_progress_notify_interval {
+                d if d.is_zero() => DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+                d => d.max(MIN_WATCH_PROGRESS_NOTIFY_INTERVAL),
+            },
             etcd_version: f.etcd_version,
         })
     }
@@ -284,6 +348,35 @@ mod tests {
         assert_eq!(c.election_ticks(), 10);
         assert_eq!(c.max_recv_bytes(), 2 * 1024 * 1024);
         assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
+    }
+
+    #[test]
+    fn watch_progress_notify_interval_takes_go_durations() {
+        assert_eq!(
+            cfg(&[]).unwrap().watch_progress_notify_interval,
+            Duration::from_secs(600)
+        );
+        let d = |s: &str| {
+            cfg(&["--watch-progress-notify-interval", s])
+                .unwrap()
+                .watch_progress_notify_interval
+        };
+        assert_eq!(d("1s"), Duration::from_secs(1));
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("10ms"), Duration::from_millis(100));
+        assert_eq!(d("0"), Duration::from_secs(600));
+        let old_name = cfg(&["--experimental-watch-progress-notify-interval", "2s"]).unwrap();
+        assert_eq!(
+            old_name.watch_progress_notify_interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(parse_go_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_go_duration("3us"), Ok(Duration::from_micros(3)));
+        for bad in ["", "10", "1x", "s", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::cluster::{self, LOCAL_CLUSTER_ID, LOCAL_MEMBER_ID};
 use crate::config::{ClusterState, Config};
 use crate::error::{Error, Result};
 use crate::mvcc::compact::Compactor;
+use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{ReadView, Store};
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::metastorepb::{
@@ -43,6 +44,8 @@ pub struct EtcdServer {
     pub store: Store,
     pub raft: RaftHandle,
     pub compactor: Compactor,
+    /// Watchers of this member's keyspace (fed by apply).
+    pub watch_hub: WatchHub,
     pub transport: Transport,
     pub lessor: Arc<crate::lease::Lessor>,
     pub member_id: u64,
@@ -92,6 +95,7 @@ impl EtcdServer {
         let conf = raft_storage.conf_state();
         let store = Store::open(db.clone())?;
         let compactor = Compactor::start(db.clone())?;
+        let watch_hub = WatchHub::new(store.clone())?;
         let applied = stored_applied_index(&store)?;
         let lessor = Arc::new(crate::lease::Lessor::load(&db)?);
         let waits: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
@@ -122,6 +126,7 @@ impl EtcdServer {
             store: store.clone(),
             waits: waits.clone(),
             compactor: compactor.clone(),
+            watch_hub: watch_hub.clone(),
             raft: raft.clone(),
             transport: transport.clone(),
             lessor: lessor.clone(),
@@ -141,6 +146,7 @@ impl EtcdServer {
             store,
             raft,
             compactor,
+            watch_hub,
             transport,
             lessor,
             member_id,

@@ -26,6 +26,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod target;
+pub mod watch_util;
 
 pub use check::{assert_grpc_code, assert_grpc_error, grpc_status, hdr, keys, values};
 pub use cluster::Cluster;

@@ -9,6 +9,8 @@ mod lease;
 mod lock;
 mod maintenance;
 mod recipes;
+#[path = "watch.rs"]
+mod watch_service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use crate::proto::etcdserverpb::{
     kv_server::KvServer,
     lease_server::LeaseServer,
     maintenance_server::MaintenanceServer,
-    watch_server::{Watch, WatchServer},
+    watch_server::WatchServer,
 };
 use crate::proto::metastorepb::peer_server::PeerServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
@@ -36,7 +38,6 @@ use crate::server::EtcdServer;
 #[derive(Clone, Copy)]
 pub struct NotServed;
 
-impl Watch for NotServed {}
 impl Auth for NotServed {}
 
 /// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
@@ -137,7 +138,10 @@ pub async fn serve(
             .add_service(kv)
             .add_service(maintenance)
             .add_service(cluster)
-            .add_service(WatchServer::new(NotServed))
+            .add_service(WatchServer::new(watch_service::WatchService::new(
+                server.clone(),
+                shutdown.clone(),
+            )))
             .add_service(LeaseServer::new(lease::LeaseService::new(server.clone())))
             .add_service(AuthServer::new(NotServed))
             .add_service(LockServer::new(lock::LockService {

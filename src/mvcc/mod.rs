@@ -9,6 +9,7 @@ pub mod hash;
 pub mod revision;
 pub mod store;
 pub mod txn;
+pub mod watch;
 pub mod write;
 
 pub use store::{KeyRange, KvRead, ReadView, Store};
