@@ -173,7 +173,7 @@ impl Election for ElectionService {
                             if now != last {
                                 last = now;
                                 let msg = LeaderResponse {
-                                    header: r.header.clone(),
+                                    header: r.header,
                                     kv: Some(kv.clone()),
                                 };
                                 if tx.send(Ok(msg)).await.is_err() {

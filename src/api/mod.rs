@@ -40,6 +40,20 @@ pub struct NotServed;
 
 impl Auth for NotServed {}
 
+/// The accepted connections of `l`, with Nagle's algorithm off: tonic does not apply its own
+/// `tcp_nodelay` to connections it is handed, and small responses (watch events, raft messages) would
+/// otherwise wait for the peer's delayed ACK.
+fn nodelay(
+    l: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(l).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
 pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
     let mut out = Vec::new();
@@ -95,7 +109,7 @@ pub async fn serve_peer(
             .add_service(svc);
         tasks.push(tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(nodelay(l), async move {
                     let _ = stop.wait_for(|&s| s).await;
                 })
                 .await
@@ -153,7 +167,7 @@ pub async fn serve(
             .add_service(health.clone());
         tasks.push(tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(nodelay(l), async move {
                     let _ = stop.wait_for(|&s| s).await;
                 })
                 .await

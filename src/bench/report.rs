@@ -29,7 +29,8 @@ impl Report {
         if self.lat.is_empty() {
             return 0.0;
         }
-        let i = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
+        // Rank of the percentile (nearest rank), guarded against float noise such as 99.9 * 10 / 10.
+        let i = ((p * self.lat.len() as f64) / 100.0 - 1e-9).ceil() as usize;
         self.lat[i.clamp(1, self.lat.len()) - 1]
     }
 

@@ -134,7 +134,7 @@ impl<'a> WriteBatch<'a> {
     /// The lease record, including this batch's grants and revokes.
     pub fn lease(&self, id: i64) -> Result<Option<LeaseRecord>> {
         if let Some(l) = self.leases.get(&id) {
-            return Ok(l.clone());
+            return Ok(*l);
         }
         match self.store.db().get(CF_LEASE, &lease_record_key(id))? {
             Some(b) => Ok(Some(LeaseRecord::decode(b.as_slice())?)),
