@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use compat_tests::{assert_grpc_error, keys, Cluster, Member};
-use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{
+    EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions,
+};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -271,12 +273,34 @@ async fn items_63_64_keep_alive_through_a_follower_and_no_early_expiry_on_failov
     }
     drop(keeper);
     // Without keep-alives the new leader expires it, and the key goes.
-    eventually(20, "the new leader expires the lease", || {
+    let gone_at = eventually(20, "the new leader expires the lease", || {
         let mut s = survivor.clone();
         async move {
             let r = s.get("fk", None).await.ok()?;
-            r.kvs().is_empty().then_some(())
+            r.kvs().is_empty().then(|| r.header().unwrap().revision())
         }
     })
     .await;
+    // The key's history holds exactly one PUT and one DELETE (deleted exactly once).
+    let mut s = survivor.clone();
+    let mut stream = s
+        .watch("fk", Some(WatchOptions::new().with_start_revision(1)))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(_, rev)| *rev < gone_at) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("history replay")
+            .unwrap()
+            .unwrap();
+        for ev in msg.events() {
+            seen.push((ev.event_type(), ev.kv().unwrap().mod_revision()));
+        }
+    }
+    assert_eq!(
+        seen.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [EventType::Put, EventType::Delete]
+    );
+    assert_eq!(seen[1].1, gone_at);
 }
