@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
     name = "metastore",
     about = "An etcd-v3-compatible, strongly consistent key-value store for metadata",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Like Go's flag package (etcd): a repeated flag overrides the earlier one.
+    args_override_self = true
 )]
 struct Cli {
     /// Print the version and exit.

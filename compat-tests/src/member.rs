@@ -304,6 +304,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// The configuration, to adjust before the first start.
+    pub fn config_mut(&mut self) -> &mut MemberConfig {
+        &mut self.config
+    }
+
     /// A configured member that is not running yet (a cluster spawns all members, then waits).
     pub fn configured(config: MemberConfig, log_path: PathBuf) -> Member {
         Member {

@@ -447,6 +447,21 @@ async fn membership_learner_add_start_promote_and_remove() {
         Code::InvalidArgument,
         "etcdserver: given member URLs are invalid",
     );
+    // Item 71: a learner that has not caught up (not even started) cannot be promoted.
+    let m4_id = c
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .find(|m| m.peer_urls() == [peer.clone()])
+        .unwrap()
+        .id();
+    assert_grpc_error(
+        c.member_promote(m4_id).await,
+        Code::FailedPrecondition,
+        "etcdserver: can only promote a learner member which is in sync with leader",
+    );
     // Start the learner as etcdctl told.
     let mut m4 = cl.new_joining_member("m4", &initial, peer_port, &[]);
     m4.spawn_process();
@@ -781,4 +796,37 @@ async fn new_leader_index(cl: &mut Cluster, id: u64) -> usize {
         }
     }
     panic!("no member with id {id:x}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refuses_raft_traffic_from_another_cluster() {
+    // Cluster A (one member) and a member of cluster B whose configuration names A's peer URL: B's
+    // raft messages reach A, which refuses them (different cluster id) and keeps serving alone.
+    let a = Cluster::start(1, &[]).await;
+    let a_peer = a.members[0].peer_url();
+    let b_ports = compat_tests::ports::free_ports(2);
+    let initial = format!("b1=http://127.0.0.1:{},a1={a_peer}", b_ports[1]);
+    let mut b = a.new_joining_member(
+        "b1",
+        &initial,
+        b_ports[1],
+        &["--initial-cluster-token", "other-cluster"],
+    );
+    // new_joining_member asks for `existing`; make it bootstrap a new (different) cluster instead.
+    b.config_mut()
+        .extra_args
+        .retain(|x| x != "--initial-cluster-state" && x != "existing");
+    b.spawn_process();
+    let m = &a.members[0];
+    eventually(20, "A refuses B's messages", || async {
+        m.log()
+            .contains("refused raft traffic from another cluster")
+            .then_some(())
+    })
+    .await;
+    let mut c = m.client().await;
+    let r = c.put("still", "serving", None).await.unwrap();
+    assert_eq!(r.header().unwrap().revision(), 2);
+    let ml = c.member_list().await.unwrap();
+    assert_eq!(ml.members().len(), 1);
 }

@@ -341,6 +341,11 @@ pub async fn fetch_members(urls: &[String]) -> Option<MembersResponse> {
 impl PeerService {
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
         if cluster_id != self.transport.inner.cluster_id {
+            tracing::warn!(
+                local = %format!("{:x}", self.transport.inner.cluster_id),
+                remote = %format!("{cluster_id:x}"),
+                "refused raft traffic from another cluster (cluster ID mismatch)"
+            );
             return Err(Status::failed_precondition(
                 "etcdserver: cluster ID mismatch",
             ));
