@@ -304,3 +304,27 @@ async fn items_63_64_keep_alive_through_a_follower_and_no_early_expiry_on_failov
     );
     assert_eq!(seen[1].1, gone_at);
 }
+
+#[tokio::test]
+async fn leases_and_attachments_survive_a_restart() {
+    let mut m = Member::start().await;
+    let mut c = m.client().await;
+    let id = c.lease_grant(100, None).await.unwrap().id();
+    c.put("r", "1", Some(PutOptions::new().with_lease(id)))
+        .await
+        .unwrap();
+    m.kill9();
+    m.restart().await;
+    let mut c = m.client().await;
+    let t = c
+        .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    assert_eq!(t.granted_ttl(), 100);
+    assert!(t.ttl() > 90, "{}", t.ttl());
+    assert_eq!(t.keys(), [b"r".to_vec()]);
+    let r = c.get("r", None).await.unwrap();
+    assert_eq!(r.kvs()[0].lease(), id);
+    c.lease_revoke(id).await.unwrap();
+    assert!(c.get("r", None).await.unwrap().kvs().is_empty());
+}
