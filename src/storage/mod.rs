@@ -68,6 +68,8 @@ impl Db {
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
         opts.set_keep_log_file_num(4);
+        // Bound what a restart replays: memtables holding old WAL data are flushed past this size.
+        opts.set_max_total_wal_size(128 << 20);
         opts.set_max_log_file_size(16 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
@@ -119,6 +121,17 @@ impl Db {
     /// Makes every write so far durable (used before the raft log is truncated behind applied state).
     pub fn sync_wal(&self) -> Result<()> {
         self.inner.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Flushes every memtable to SST files (a clean stop: the next start replays no WAL).
+    pub fn flush_all(&self) -> Result<()> {
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        for name in ALL_CFS {
+            let h = self.cf(name)?;
+            self.inner.flush_cf_opt(&h, &fo)?;
+        }
         Ok(())
     }
 
