@@ -53,3 +53,23 @@ pub fn assert_grpc_code<T: Debug>(res: Result<T, etcd_client::Error>, code: Code
     assert_eq!(s.code(), code, "unexpected gRPC status: {s:?}");
     s
 }
+
+/// Retries `f` until it returns `Some`, failing the test after `secs` seconds (bounded polling for an
+/// outcome no event announces, e.g. a member noticing it lost its leader).
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

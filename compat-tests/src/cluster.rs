@@ -15,12 +15,17 @@ use crate::target::target;
 const ATTEMPTS: usize = 4;
 const TOKEN: &str = "compat-cluster";
 
+/// Clusters in one test binary run one at a time: several multi-member clusters with 50 ms heartbeats
+/// on a 2-core machine at once make elections flap and tests flaky.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running cluster started by this harness.
 pub struct Cluster {
     pub members: Vec<Member>,
     /// With `start_proxied`: the proxy in front of each member's peer port (inbound peer traffic).
     pub proxies: Vec<Proxy>,
     dir: TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 fn member_config(
@@ -61,6 +66,7 @@ impl Cluster {
 
     /// Configures `n` members but starts only the first `running` of them.
     pub async fn start_some(n: usize, extra: &[&str], running: usize) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::Builder::new()
             .prefix("compat-cluster-")
             .tempdir()
@@ -116,6 +122,7 @@ impl Cluster {
                 members,
                 proxies: Vec::new(),
                 dir,
+                _turn: turn,
             };
         }
         panic!("could not start a cluster: ports kept colliding");
@@ -124,6 +131,7 @@ impl Cluster {
     /// Starts `n` members whose advertised peer URLs are proxies (see `proxies`), so that a member
     /// can be cut off from the others.
     pub async fn start_proxied(n: usize, extra: &[&str]) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::Builder::new()
             .prefix("compat-cluster-")
             .tempdir()
@@ -162,6 +170,7 @@ impl Cluster {
             members,
             proxies,
             dir,
+            _turn: turn,
         }
     }
 

@@ -28,7 +28,7 @@ pub mod proxy;
 pub mod target;
 pub mod watch_util;
 
-pub use check::{assert_grpc_code, assert_grpc_error, grpc_status, hdr, keys, values};
+pub use check::{assert_grpc_code, assert_grpc_error, eventually, grpc_status, hdr, keys, values};
 pub use cluster::Cluster;
 pub use etcdctl::etcdctl;
 pub use member::{Member, MemberBuilder, MemberConfig};

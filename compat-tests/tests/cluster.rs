@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compat_tests::{assert_grpc_code, assert_grpc_error, values, Cluster, Member};
+use compat_tests::{assert_grpc_code, assert_grpc_error, eventually, values, Cluster, Member};
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -23,22 +23,6 @@ async fn client_to(m: &Member, timeout: Duration) -> Client {
     Client::connect([m.endpoint()], Some(o))
         .await
         .expect("connect")
-}
-
-/// Retries `f` until it returns Some, failing the test after `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Linearizable read of `prefix` on member `m`: (key -> (value, mod_revision)), header revision.

@@ -2,27 +2,12 @@
 
 use std::time::Duration;
 
-use compat_tests::{assert_grpc_error, keys, Cluster, Member};
+use compat_tests::{assert_grpc_error, eventually, keys, Cluster, Member};
 use etcd_client::{
     EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions,
 };
 use tokio::time::Instant;
 use tonic::Code;
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn item_55_grant_ids_minimum_ttl_and_duplicates() {

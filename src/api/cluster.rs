@@ -52,6 +52,13 @@ fn new_member_id(urls: &[String], token: &str) -> u64 {
 }
 
 impl ClusterService {
+    async fn member(&self, id: u64) -> Result<Option<MemberRecord>, Status> {
+        let db = self.server.db.clone();
+        Ok(tokio::task::spawn_blocking(move || get_member(&db, id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??)
+    }
+
     async fn members(&self) -> Result<Vec<Member>, Status> {
         let db = self.server.db.clone();
         Ok(tokio::task::spawn_blocking(move || list_members(&db))
@@ -143,11 +150,7 @@ impl Cluster for ClusterService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let id = req.get_ref().id;
-        let db = s.db.clone();
-        let Some(m) = tokio::task::spawn_blocking(move || get_member(&db, id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??
-        else {
+        let Some(m) = self.member(id).await? else {
             return Err(Error::MemberNotFound.into());
         };
         if !m.is_learner {
@@ -227,11 +230,7 @@ impl Cluster for ClusterService {
             resp.header = Some(s.header(0));
             return Ok(Response::new(resp));
         };
-        let db = s.db.clone();
-        let Some(m) = tokio::task::spawn_blocking(move || get_member(&db, id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??
-        else {
+        let Some(m) = self.member(id).await? else {
             return Err(Error::MemberNotFound.into());
         };
         if !m.is_learner {

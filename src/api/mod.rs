@@ -54,6 +54,34 @@ fn nodelay(
     })
 }
 
+/// Runs one tonic router on `l` until `shutdown` turns true.
+fn spawn_router(
+    router: tonic::transport::server::Router,
+    l: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(nodelay(l), async move {
+                let _ = shutdown.wait_for(|&s| s).await;
+            })
+            .await
+    })
+}
+
+/// Waits for every server task; the first failure is the result.
+async fn join_all(
+    what: &str,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+) -> Result<()> {
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::Internal(format!("{what} task: {e}")))?
+            .map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
 pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
     let mut out = Vec::new();
@@ -103,24 +131,12 @@ pub async fn serve_peer(
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-        let mut stop = shutdown.clone();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(svc);
-        tasks.push(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(nodelay(l), async move {
-                    let _ = stop.wait_for(|&s| s).await;
-                })
-                .await
-        }));
+        tasks.push(spawn_router(router, l, shutdown.clone()));
     }
-    for t in tasks {
-        t.await
-            .map_err(|e| Error::Internal(format!("peer server task: {e}")))?
-            .map_err(|e| Error::Internal(format!("peer server: {e}")))?;
-    }
-    Ok(())
+    join_all("peer server", tasks).await
 }
 
 /// Serves the client API on `listeners` until `shutdown` turns true.
@@ -147,7 +163,6 @@ pub async fn serve(
         let cluster = ClusterServer::new(cluster::ClusterService {
             server: server.clone(),
         });
-        let mut stop = shutdown.clone();
         let router = tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(maintenance)
@@ -165,18 +180,7 @@ pub async fn serve(
                 server: server.clone(),
             }))
             .add_service(health.clone());
-        tasks.push(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(nodelay(l), async move {
-                    let _ = stop.wait_for(|&s| s).await;
-                })
-                .await
-        }));
+        tasks.push(spawn_router(router, l, shutdown.clone()));
     }
-    for t in tasks {
-        t.await
-            .map_err(|e| Error::Internal(format!("server task: {e}")))?
-            .map_err(|e| Error::Internal(format!("grpc server: {e}")))?;
-    }
-    Ok(())
+    join_all("grpc server", tasks).await
 }
