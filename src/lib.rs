@@ -37,7 +37,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         r = server.publish() => r?,
         _ = wait_removed(&server) => {}
     }
-    let expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
+    let mut expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
     let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
@@ -52,18 +52,41 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         }
     }
     let _ = stop_tx.send(true);
-    let served = serving
+    // Long-lived streams (peers' raft streams, keep-alives, observers) would hold a graceful stop
+    // forever: give in-flight requests a moment, then end the servers.
+    let served = finish_within(serving, SHUTDOWN_GRACE).await;
+    let _ = finish_within(peers, SHUTDOWN_GRACE).await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut expiry)
         .await
-        .map_err(|e| error::Error::Internal(format!("server task: {e}")));
-    let _ = peers.await;
-    let _ = expiry.await;
+        .is_err()
+    {
+        expiry.abort();
+    }
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.stop())
         .await
         .map_err(|e| error::Error::Internal(format!("stop: {e}")))?;
-    served??;
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits for a server task up to `grace`, then aborts it; a task that ended with an error reports it.
+async fn finish_within<T>(
+    mut task: tokio::task::JoinHandle<error::Result<T>>,
+    grace: std::time::Duration,
+) -> error::Result<()> {
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(Ok(r)) => r.map(|_| ()),
+        Ok(Err(e)) => Err(error::Error::Internal(format!("server task: {e}"))),
+        Err(_) => {
+            task.abort();
+            Ok(())
+        }
+    }
 }
 
 async fn wait_removed(server: &server::EtcdServer) {

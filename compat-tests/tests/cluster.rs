@@ -814,3 +814,18 @@ async fn a_member_refuses_raft_traffic_from_another_cluster() {
     let ml = c.member_list().await.unwrap();
     assert_eq!(ml.members().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_cluster_member_with_open_streams() {
+    // Peers' raft streams, a lease keep-alive and a watch stay open on m1; SIGTERM must still stop it
+    // (cleanly, exit 0) and the others keep serving.
+    let mut cl = Cluster::start(3, &[]).await;
+    let mut c = cl.members[0].client().await;
+    let id = c.lease_grant(60, None).await.unwrap().id();
+    let (_keeper, _stream) = c.lease_keep_alive(id).await.unwrap();
+    let _watch = c.watch("x", None).await.unwrap();
+    let status = cl.members[0].terminate().await;
+    assert!(status.success(), "{status:?}");
+    let mut other = client_to(&cl.members[1], Duration::from_secs(10)).await;
+    other.put("after", "stop", None).await.unwrap();
+}
