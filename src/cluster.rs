@@ -70,25 +70,18 @@ pub fn list_records(db: &Db) -> Result<Vec<MemberRecord>> {
     Ok(out)
 }
 
-/// All members, sorted by id (the CF key order).
+/// All members as the etcd API shows them, sorted by id.
 pub fn list_members(db: &Db) -> Result<Vec<Member>> {
-    let cf = db.cf(CF_MEMBERS)?;
-    let mut it = db.raw().raw_iterator_cf(&cf);
-    it.seek_to_first();
-    let mut out = Vec::new();
-    while let Some(v) = it.value() {
-        let r = MemberRecord::decode(v)?;
-        out.push(Member {
+    Ok(list_records(db)?
+        .into_iter()
+        .map(|r| Member {
             id: r.id,
             name: r.name,
             peer_ur_ls: r.peer_urls,
             client_ur_ls: r.client_urls,
             is_learner: r.is_learner,
-        });
-        it.next();
-    }
-    it.status()?;
-    Ok(out)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -101,6 +101,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    block_on(async {
+        metastore::run(cfg, shutdown_signal()).await.map_err(|e| {
+            tracing::error!(error = %e, "metastore stopped with an error");
+            e.to_string()
+        })
+    })
+}
+
+/// Runs `f` on a multi-threaded runtime; an error is printed and exits non-zero.
+fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,10 +121,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(metastore::run(cfg, shutdown_signal())) {
+    match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "metastore stopped with an error");
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
@@ -122,23 +131,7 @@ fn main() -> ExitCode {
 }
 
 fn run_bench(args: metastore::bench::BenchArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(metastore::bench::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    block_on(metastore::bench::run(args))
 }
 
 async fn shutdown_signal() {

@@ -413,6 +413,18 @@ impl EtcdServer {
         }
     }
 
+    /// Runs blocking work (RocksDB reads outside the MVCC snapshot path) on the blocking pool.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
+    }
+
     /// Runs a read on a snapshot of the committed state, on the blocking pool.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where

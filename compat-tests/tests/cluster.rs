@@ -113,6 +113,15 @@ async fn three_members_replicate_and_serve_linearizable_reads_everywhere() {
         assert_eq!(me.client_urls(), [m.client_url()]);
         assert_eq!(me.peer_urls(), [m.peer_url()]);
     }
+    // Maintenance.Hash is equal on every member after the same writes.
+    let mut hashes = Vec::new();
+    for m in &cl.members {
+        hashes.push(m.client().await.hash().await.unwrap().hash());
+    }
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "Hash differs: {hashes:?}"
+    );
     // Item 80: equal HashKV everywhere; compacted and future revisions refused.
     assert_hashkv_equal(&mut cl, 4).await;
     let mut c = cl.members[leader].client().await;
@@ -130,6 +139,20 @@ async fn three_members_replicate_and_serve_linearizable_reads_everywhere() {
         "etcdserver: mvcc: required revision has been compacted",
     );
     assert_hashkv_equal(&mut cl, 4).await;
+}
+
+/// Waits until member `m` follows a leader other than `old_id`; returns the new leader's id.
+async fn new_leader_seen_by(m: &Member, old_id: u64) -> u64 {
+    let ep = m.endpoint();
+    eventually(20, "a new leader among the majority", || {
+        let ep = ep.clone();
+        async move {
+            let mut c = Client::connect([ep], None).await.ok()?;
+            let s = c.status().await.ok()?;
+            (s.leader() != 0 && s.leader() != old_id).then_some(s.leader())
+        }
+    })
+    .await
 }
 
 /// A writer over all endpoints that records every acknowledged put (key -> revision).
@@ -314,15 +337,7 @@ async fn an_isolated_leader_is_replaced_and_rejoins() {
     cl.members[old].signal(libc::SIGSTOP);
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     // The majority elects a new leader and keeps serving.
-    let new_leader = eventually(20, "a new leader among the majority", || {
-        let m = cl.members[others[0]].endpoint();
-        async move {
-            let mut c = Client::connect([m], None).await.ok()?;
-            let s = c.status().await.ok()?;
-            (s.leader() != 0 && s.leader() != old_id).then_some(s.leader())
-        }
-    })
-    .await;
+    let new_leader = new_leader_seen_by(&cl.members[others[0]], old_id).await;
     let mut c = client_to(&cl.members[others[0]], Duration::from_secs(10)).await;
     let r = c.put("p", "2", None).await.unwrap();
     let rev = r.header().unwrap().revision();
@@ -534,6 +549,45 @@ async fn strict_reconfiguration_refuses_a_voter_while_a_member_is_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_changes_peer_urls_with_etcds_errors() {
+    // m3 is configured but never started, so moving its peer URL disturbs nothing.
+    let cl = Cluster::start_some(3, &[], 2).await;
+    let mut c = cl.members[0].client().await;
+    let list = c.member_list().await.unwrap();
+    let m3 = list
+        .members()
+        .iter()
+        .find(|m| m.name() == "m3")
+        .unwrap()
+        .clone();
+    let moved = format!("http://127.0.0.1:{}", compat_tests::ports::free_ports(1)[0]);
+    let r = c.member_update(m3.id(), [moved.clone()]).await.unwrap();
+    let now = r.members().iter().find(|m| m.id() == m3.id()).unwrap();
+    assert_eq!(now.peer_urls(), [moved.clone()]);
+    let m2 = cl.members[1].client().await.member_list().await.unwrap();
+    assert!(m2
+        .members()
+        .iter()
+        .any(|m| m.peer_urls() == [moved.clone()]));
+    assert_grpc_error(
+        c.member_update(m3.id(), [cl.members[0].peer_url()]).await,
+        Code::FailedPrecondition,
+        "etcdserver: Peer URLs already exists",
+    );
+    assert_grpc_error(
+        c.member_update(0x4242, [moved.clone()]).await,
+        Code::NotFound,
+        "etcdserver: member not found",
+    );
+    assert_grpc_error(
+        c.member_update(m3.id(), vec!["http://127.0.0.1:notaport".to_string()])
+            .await,
+        Code::InvalidArgument,
+        "etcdserver: given member URLs are invalid",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_leader_on_leader_and_errors_elsewhere() {
     // Item 75.
     let mut cl = Cluster::start(3, &[]).await;
@@ -731,15 +785,7 @@ async fn a_partitioned_leader_serves_no_linearizable_request_and_rejoins_after_h
     cl.proxies[old].block();
     // The majority elects a new leader and keeps serving.
     let other = (old + 1) % 3;
-    let new_leader = eventually(20, "a new leader among the majority", || {
-        let m = cl.members[other].endpoint();
-        async move {
-            let mut c = Client::connect([m], None).await.ok()?;
-            let s = c.status().await.ok()?;
-            (s.leader() != 0 && s.leader() != old_id).then_some(s.leader())
-        }
-    })
-    .await;
+    let new_leader = new_leader_seen_by(&cl.members[other], old_id).await;
     let mut c = client_to(&cl.members[other], Duration::from_secs(10)).await;
     let rev = c
         .put("p", "2", None)
@@ -824,8 +870,11 @@ async fn sigterm_stops_a_cluster_member_with_open_streams() {
     let id = c.lease_grant(60, None).await.unwrap().id();
     let (_keeper, _stream) = c.lease_keep_alive(id).await.unwrap();
     let _watch = c.watch("x", None).await.unwrap();
+    let m1 = cl.member_id(0).await;
     let status = cl.members[0].terminate().await;
     assert!(status.success(), "{status:?}");
+    // If m1 led, a proposal forwarded to it before the others noticed would be lost: wait for them.
+    new_leader_seen_by(&cl.members[1], m1).await;
     let mut other = client_to(&cl.members[1], Duration::from_secs(10)).await;
     other.put("after", "stop", None).await.unwrap();
 }

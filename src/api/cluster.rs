@@ -53,26 +53,17 @@ fn new_member_id(urls: &[String], token: &str) -> u64 {
 
 impl ClusterService {
     async fn member(&self, id: u64) -> Result<Option<MemberRecord>, Status> {
-        let db = self.server.db.clone();
-        Ok(tokio::task::spawn_blocking(move || get_member(&db, id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??)
+        Ok(self.server.blocking(move |db| get_member(db, id)).await?)
     }
 
     async fn members(&self) -> Result<Vec<Member>, Status> {
-        let db = self.server.db.clone();
-        Ok(tokio::task::spawn_blocking(move || list_members(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??)
+        Ok(self.server.blocking(list_members).await?)
     }
 
     /// Voters and the voters this member is connected to (itself included), as etcd's strict
     /// reconfiguration check counts them.
     async fn active(&self) -> Result<(Vec<u64>, Vec<u64>), Status> {
-        let db = self.server.db.clone();
-        let records = tokio::task::spawn_blocking(move || list_records(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let records = self.server.blocking(list_records).await?;
         let voters: Vec<u64> = records
             .iter()
             .filter(|m| !m.is_learner)
@@ -99,10 +90,7 @@ impl Cluster for ClusterService {
         if !valid_peer_urls(&r.peer_ur_ls) {
             return Err(Error::BadMemberUrls.into());
         }
-        let db = s.db.clone();
-        let records = tokio::task::spawn_blocking(move || list_records(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let records = s.blocking(list_records).await?;
         if records
             .iter()
             .any(|m| m.peer_urls.iter().any(|u| r.peer_ur_ls.contains(u)))

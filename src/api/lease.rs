@@ -176,11 +176,8 @@ impl Lease for LeaseService {
             }));
         };
         let keys = if r.keys {
-            let db = s.db.clone();
             let id = r.id;
-            tokio::task::spawn_blocking(move || attached_keys(&db, id))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??
+            s.blocking(move |db| attached_keys(db, id)).await?
         } else {
             Vec::new()
         };
@@ -199,10 +196,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
-        let db = s.db.clone();
-        let recs = tokio::task::spawn_blocking(move || all_leases(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let recs = s.blocking(all_leases).await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(s.header(s.store.current_revision())),
             leases: recs.into_iter().map(|r| LeaseStatus { id: r.id }).collect(),

@@ -27,12 +27,10 @@ impl Maintenance for MaintenanceService {
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         self.server.guard(req.metadata(), true)?;
-        let s = self.server.clone();
-        let (db_size, in_use) =
-            tokio::task::spawn_blocking(move || (s.db.size_bytes(), s.db.size_in_use_bytes()))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
         let s = &self.server;
+        let (db_size, in_use) = s
+            .blocking(|db| Ok((db.size_bytes(), db.size_in_use_bytes())))
+            .await?;
         let st = &s.raft.status;
         let leader = st.leader();
         let mut errors = Vec::new();

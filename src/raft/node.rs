@@ -264,14 +264,7 @@ impl Node {
         match m {
             NodeMsg::Propose { id, data } => {
                 if let Err(e) = self.raw.propose(vec![], data) {
-                    let err = match e {
-                        raft::Error::ProposalDropped if self.raw.raft.leader_id == 0 => {
-                            Error::NoLeader
-                        }
-                        raft::Error::ProposalDropped => Error::LeaderChanged,
-                        other => Error::Internal(format!("raft propose: {other}")),
-                    };
-                    (self.on_drop)(id, err);
+                    self.refused(id, e);
                 }
             }
             NodeMsg::ReadIndex(tx) => self.pending_reads.push(tx),
@@ -300,14 +293,7 @@ impl Node {
             }
             NodeMsg::ProposeConfChange { id, context, cc } => {
                 if let Err(e) = self.raw.propose_conf_change(context, cc) {
-                    let err = match e {
-                        raft::Error::ProposalDropped if self.raw.raft.leader_id == 0 => {
-                            Error::NoLeader
-                        }
-                        raft::Error::ProposalDropped => Error::LeaderChanged,
-                        other => Error::Internal(format!("raft conf change: {other}")),
-                    };
-                    (self.on_drop)(id, err);
+                    self.refused(id, e);
                 }
             }
             NodeMsg::ApplyConfChange { cc, reply } => {
@@ -332,6 +318,16 @@ impl Node {
             }
             NodeMsg::Shutdown => {}
         }
+    }
+
+    /// Tells the proposer that raft refused its proposal (it never entered the log).
+    fn refused(&self, id: u64, e: raft::Error) {
+        let err = match e {
+            raft::Error::ProposalDropped if self.raw.raft.leader_id == 0 => Error::NoLeader,
+            raft::Error::ProposalDropped => Error::LeaderChanged,
+            other => Error::Internal(format!("raft refused a proposal: {other}")),
+        };
+        (self.on_drop)(id, err);
     }
 
     fn progress(&self) -> Option<GroupProgress> {

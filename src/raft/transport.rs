@@ -360,9 +360,13 @@ impl Peer for PeerService {
         &self,
         _: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
+        let list = self.members.clone();
+        let members = tokio::task::spawn_blocking(move || list())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(MembersResponse {
             cluster_id: self.transport.cluster_id(),
-            members: (self.members)(),
+            members,
         }))
     }
 
