@@ -35,10 +35,9 @@ use crate::proto::metastorepb::{
     internal_request::Request, member_change::Kind, InternalRequest, MemberChange, MemberRecord,
 };
 use crate::raft::propose::Wait;
-use crate::raft::storage::CONF_STATE;
 use crate::raft::transport::Transport;
 use crate::raft::{ApplyMsg, NodeMsg, RaftHandle};
-use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, CF_RAFT_STATE};
+use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, META_CONF_STATE};
 
 pub use crate::storage::{META_APPLIED_INDEX, META_APPLIED_TERM};
 
@@ -130,7 +129,7 @@ impl Applier {
 
     fn install(&mut self, dir: &std::path::Path, index: u64) -> Result<()> {
         if index > self.applied {
-            checkpoint::install(self.store.db(), dir, CONF_STATE)?;
+            checkpoint::install(self.store.db(), dir)?;
             self.store.reload()?;
             self.watch_hub.store_jumped();
             self.lessor.reload(self.store.db())?;
@@ -291,10 +290,10 @@ impl Applier {
             .send(NodeMsg::ApplyConfChange { cc, reply })
             .map_err(|_| Error::Stopped)?;
         let cs = wait.recv().map_err(|_| Error::Stopped)?;
-        let state_cf = db.cf(CF_RAFT_STATE)?;
+        let state_cf = db.cf(CF_META)?;
         wb.raw().put_cf(
             &state_cf,
-            CONF_STATE,
+            META_CONF_STATE,
             cs.write_to_bytes()
                 .map_err(|e| Error::Internal(format!("conf state: {e}")))?,
         );

@@ -13,7 +13,7 @@ use crate::proto::etcdserverpb::Member;
 use crate::proto::metastorepb::MemberRecord;
 use crate::storage::{encode_u64, Db, CF_MEMBERS};
 
-/// `raft_state` CF names of this member's identity (local: never replicated, never in a snapshot).
+/// `local` CF names of this member's identity (local: never replicated, never in a snapshot).
 pub const LOCAL_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const LOCAL_MEMBER_ID: &[u8] = b"member_id";
 

@@ -31,7 +31,7 @@ use crate::raft::propose::{IdGen, Wait};
 use crate::raft::transport::{fetch_members, Transport};
 use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
 use crate::storage::{
-    checkpoint, encode_u64, Db, CF_META, CF_RAFT_STATE, META_APPLIED_INDEX, META_APPLIED_TERM,
+    checkpoint, encode_u64, Db, CF_LOCAL, CF_META, META_APPLIED_INDEX, META_APPLIED_TERM,
 };
 
 /// Most committed-but-unapplied entries before new proposals are refused (etcd's limit).
@@ -40,7 +40,10 @@ const MAX_GAP_BETWEEN_APPLY_AND_COMMIT: u64 = 5_000;
 /// A running member.
 pub struct EtcdServer {
     pub cfg: Config,
+    /// The state database (keyspace, members, leases, applied index).
     pub db: Db,
+    /// The raft log database.
+    log_db: Db,
     pub store: Store,
     pub raft: RaftHandle,
     pub compactor: Compactor,
@@ -61,18 +64,19 @@ impl EtcdServer {
     /// thread; `rt` runs the peer transport.
     pub fn start(cfg: Config, rt: tokio::runtime::Handle) -> Result<Arc<EtcdServer>> {
         let db = Db::open(&cfg.data_dir)?;
+        let log_db = Db::open_log(&cfg.data_dir)?;
         let snap_dir = cfg.data_dir.join("snap");
         // Finish a snapshot install that a crash interrupted.
-        if let Some(dir) = db.get(CF_RAFT_STATE, checkpoint::INSTALLING)? {
+        if let Some(dir) = db.get(CF_LOCAL, checkpoint::INSTALLING)? {
             let dir = std::path::PathBuf::from(String::from_utf8_lossy(&dir).to_string());
             tracing::warn!(dir = %dir.display(), "redoing an interrupted snapshot install");
-            checkpoint::install(&db, &dir, crate::raft::storage::CONF_STATE)?;
+            checkpoint::install(&db, &dir)?;
         }
-        let raft_storage = RaftStorage::open(db.clone(), snap_dir.clone())?;
-        let (member_id, cluster_id) = match db.get(CF_RAFT_STATE, LOCAL_MEMBER_ID)? {
+        let raft_storage = RaftStorage::open(log_db.clone(), db.clone(), snap_dir.clone())?;
+        let (member_id, cluster_id) = match db.get(CF_LOCAL, LOCAL_MEMBER_ID)? {
             Some(m) => {
                 let m = crate::storage::decode_u64(&m);
-                let c = db.get_u64(CF_RAFT_STATE, LOCAL_CLUSTER_ID)?;
+                let c = db.get_u64(CF_LOCAL, LOCAL_CLUSTER_ID)?;
                 tracing::info!(member_id = %format!("{m:x}"), cluster_id = %format!("{c:x}"),
                     "restarting member from its data dir (initial-cluster flags ignored)");
                 (m, c)
@@ -143,6 +147,7 @@ impl EtcdServer {
         Ok(Arc::new(EtcdServer {
             cfg,
             db,
+            log_db,
             store,
             raft,
             compactor,
@@ -227,8 +232,10 @@ impl EtcdServer {
             let _ = t.join();
         }
         // Everything is in the raft log already; flushing makes the next start fast.
-        if let Err(e) = self.db.flush_all() {
-            tracing::warn!(error = %e, "flushing the database at shutdown failed");
+        for db in [&self.db, &self.log_db] {
+            if let Err(e) = db.flush_all() {
+                tracing::warn!(error = %e, "flushing the database at shutdown failed");
+            }
         }
     }
 
@@ -481,6 +488,8 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
     let member_id = local.id;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cluster_id = cluster::cluster_id(&ids);
+    // Raft's initial state first: this member counts as bootstrapped once its ids are written below.
+    raft_storage.bootstrap(ids)?;
     let mut batch = rocksdb::WriteBatch::default();
     for m in &members {
         cluster::put_member(db, &mut batch, m)?;
@@ -490,12 +499,11 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
     batch.put_cf(&meta, META_APPLIED_INDEX, encode_u64(1));
     batch.put_cf(&meta, META_APPLIED_TERM, encode_u64(1));
     drop(meta);
-    let local = db.cf(CF_RAFT_STATE)?;
+    let local = db.cf(CF_LOCAL)?;
     batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
     batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
     drop(local);
     db.write(batch, true)?;
-    raft_storage.bootstrap(ids)?;
     tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
         "bootstrapped a new cluster");
     Ok((member_id, cluster_id))
@@ -550,7 +558,7 @@ fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle) -> Result<(u64, u64)
     for m in &resp.members {
         cluster::put_member(db, &mut batch, m)?;
     }
-    let local = db.cf(CF_RAFT_STATE)?;
+    let local = db.cf(CF_LOCAL)?;
     batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
     batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
     drop(local);

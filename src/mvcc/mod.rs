@@ -1,11 +1,12 @@
 //! The MVCC keyspace with etcd's revision semantics, stored in RocksDB (DESIGN.md §2).
 //!
 //! `revision` holds the key encodings, `store` the read side (Range), `write` the apply batch (Put,
-//! DeleteRange), `txn` transactions and their validation, `compact` physical compaction. Nothing here
+//! DeleteRange), `latest` apply's cache of the newest version of recently written keys, `txn` transactions and their validation, `compact` physical compaction. Nothing here
 //! knows about gRPC or raft.
 
 pub mod compact;
 pub mod hash;
+pub mod latest;
 pub mod revision;
 pub mod store;
 pub mod txn;

@@ -111,6 +111,8 @@ struct RevState {
 pub struct Store {
     db: Db,
     revs: Arc<RevState>,
+    /// Apply's cache of the newest version of recently written keys (see `latest.rs`).
+    latest: Arc<parking_lot::Mutex<super::latest::LatestCache>>,
 }
 
 impl Store {
@@ -128,6 +130,7 @@ impl Store {
                 compact: AtomicI64::new(compact),
                 changed: tokio::sync::watch::channel(current).0,
             }),
+            latest: Default::default(),
         })
     }
 
@@ -152,8 +155,14 @@ impl Store {
             None => 1,
         };
         let compact = self.db.get_u64(CF_META, META_COMPACT_REV)? as i64;
+        self.latest.lock().clear();
         self.publish(current, compact);
         Ok(())
+    }
+
+    /// Apply's cache of the newest versions (only the apply thread locks it).
+    pub(crate) fn latest_cache(&self) -> parking_lot::MutexGuard<'_, super::latest::LatestCache> {
+        self.latest.lock()
     }
 
     /// Publishes revisions after the write batch that produced them is visible to readers.

@@ -244,6 +244,13 @@ impl<'a> WriteBatch<'a> {
         }
         drop(cf);
         self.store.db().write(self.batch, false)?;
+        let mut cache = self.store.latest_cache();
+        for (key, mut versions) in self.overlay {
+            if let Some((_, kv)) = versions.pop() {
+                cache.insert(key, kv);
+            }
+        }
+        drop(cache);
         self.store.publish(self.rev, self.compact);
         Ok((self.rev, self.events, self.compaction))
     }
@@ -346,6 +353,9 @@ impl KvWrite for WriteBatch<'_> {
     fn get_latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         if let Some((_, v)) = self.overlay.get(key).and_then(|v| v.last()) {
             return Ok(v.clone());
+        }
+        if let Some(v) = self.store.latest_cache().get(key) {
+            return Ok(v);
         }
         match self.reader().latest(key)? {
             Some((rev, false)) => self.reader().get_rev(rev),

@@ -454,7 +454,7 @@ impl Node {
         // 7. Advance; the light ready carries the new commit index and what it committed.
         let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
-            self.storage.set_commit(commit)?;
+            self.storage.set_commit(commit);
         }
         let msgs = light.take_messages();
         self.send_messages(msgs);

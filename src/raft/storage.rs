@@ -1,12 +1,17 @@
-//! `raft::Storage` on RocksDB: the raft log (`raft_log` CF) and hard/conf state (`raft_state` CF).
+//! `raft::Storage` on RocksDB: the raft log (`raft_log` CF) and hard state (`raft_state` CF) in the log
+//! database; the conf state is read from the state database, where apply writes it with the applied
+//! index it belongs to.
 //!
-//! Only the raft node thread writes here; raft-rs reads through the trait. A small cache keeps the log
-//! bounds, the hard and conf state and the compaction point in memory.
+//! Only the raft node thread writes here; raft-rs reads through the trait. A cache keeps the log
+//! bounds, the hard and conf state, the compaction point and the newest entries (the tail that raft
+//! hands to apply and sends to followers in step) in memory, so the hot path reads no RocksDB.
 //!
 //! Invariants: appended entries and the hard state are written in one synced RocksDB write before the
 //! Ready that carried them is advanced; the log is only compacted up to an index whose applied state
-//! is durable (the caller syncs the WAL first); `first_index == snapshot index + 1`.
+//! is durable (the caller syncs the WAL first); `first_index == snapshot index + 1`; the cached tail
+//! is always a contiguous run of the log ending at `last`, equal to what RocksDB holds.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,14 +21,19 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{Error, Result};
-use crate::storage::{decode_u64, encode_u64, Db, CF_RAFT_LOG, CF_RAFT_STATE};
+use crate::storage::{
+    decode_u64, encode_u64, Db, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, META_APPLIED_INDEX,
+    META_CONF_STATE,
+};
 
 const HARD_STATE: &[u8] = b"hard_state";
-/// The conf state; written by apply together with the applied index it belongs to.
-pub const CONF_STATE: &[u8] = b"conf_state";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 
-#[derive(Default, Clone)]
+/// Newest entries kept in memory (by count and by bytes, whichever is reached first).
+const TAIL_MAX_ENTRIES: usize = 8192;
+const TAIL_MAX_BYTES: usize = 32 << 20;
+
+#[derive(Default)]
 struct Cache {
     hard: HardState,
     conf: ConfState,
@@ -31,6 +41,61 @@ struct Cache {
     snap_term: u64,
     last: u64,
     last_term: u64,
+    /// The newest entries, contiguous, ending at `last` (may be empty).
+    tail: VecDeque<Entry>,
+    tail_bytes: usize,
+}
+
+impl Cache {
+    /// The cached entry at `index`, if the tail holds it.
+    fn cached(&self, index: u64) -> Option<&Entry> {
+        let first = self.tail.front()?.index;
+        if index < first {
+            return None;
+        }
+        self.tail.get((index - first) as usize)
+    }
+
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_bytes = 0;
+    }
+
+    /// Adds appended entries (the first may overwrite a conflicting suffix) and trims to the bounds.
+    fn push_tail(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        match self.tail.front().map(|e| e.index) {
+            Some(f) if first.index > f && first.index <= self.last + 1 => {
+                while self.tail.back().is_some_and(|e| e.index >= first.index) {
+                    if let Some(e) = self.tail.pop_back() {
+                        self.tail_bytes -= e.data.len() + e.context.len();
+                    }
+                }
+            }
+            _ => self.clear_tail(),
+        }
+        for e in entries {
+            self.tail_bytes += e.data.len() + e.context.len();
+            self.tail.push_back(e.clone());
+        }
+        while self.tail.len() > TAIL_MAX_ENTRIES || self.tail_bytes > TAIL_MAX_BYTES {
+            match self.tail.pop_front() {
+                Some(e) => self.tail_bytes -= e.data.len() + e.context.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Drops cached entries at or below `index` (compacted away).
+    fn trim_tail_to(&mut self, index: u64) {
+        while self.tail.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.tail.pop_front() {
+                self.tail_bytes -= e.data.len() + e.context.len();
+            }
+        }
+    }
 }
 
 /// Checkpoints made for lagging peers.
@@ -44,7 +109,10 @@ struct Snapshots {
 /// The raft log and state of this member.
 #[derive(Clone)]
 pub struct RaftStorage {
+    /// The raft log database.
     db: Db,
+    /// The state database (conf state, applied index, checkpoints for snapshots).
+    state: Db,
     cache: Arc<RwLock<Cache>>,
     snaps: Arc<Mutex<Snapshots>>,
     snap_dir: PathBuf,
@@ -59,13 +127,13 @@ fn to_raft(e: Error) -> raft::Error {
 }
 
 impl RaftStorage {
-    /// Loads the raft state from `db`.
-    pub fn open(db: Db, snap_dir: PathBuf) -> Result<RaftStorage> {
+    /// Loads the raft state from the log database `db` and the state database `state`.
+    pub fn open(db: Db, state: Db, snap_dir: PathBuf) -> Result<RaftStorage> {
         let mut c = Cache::default();
         if let Some(b) = db.get(CF_RAFT_STATE, HARD_STATE)? {
             c.hard = HardState::parse_from_bytes(&b).map_err(pb_err)?;
         }
-        if let Some(b) = db.get(CF_RAFT_STATE, CONF_STATE)? {
+        if let Some(b) = state.get(CF_META, META_CONF_STATE)? {
             c.conf = ConfState::parse_from_bytes(&b).map_err(pb_err)?;
         }
         if let Some(b) = db.get(CF_RAFT_STATE, SNAPSHOT_META)? {
@@ -85,8 +153,15 @@ impl RaftStorage {
         it.status()?;
         drop(it);
         drop(cf);
+        // The commit index is persisted lazily (with the next hard state); everything applied was
+        // committed, so a restart resumes from at least the applied index when the log holds it.
+        let applied = state.get_u64(CF_META, META_APPLIED_INDEX)?;
+        if applied > c.hard.commit && applied <= c.last {
+            c.hard.commit = applied;
+        }
         Ok(RaftStorage {
             db,
+            state,
             cache: Arc::new(RwLock::new(c)),
             snaps: Arc::new(Mutex::new(Snapshots::default())),
             snap_dir,
@@ -96,7 +171,7 @@ impl RaftStorage {
     /// Makes the log start after `index` (state up to it came from a snapshot, or the log was lost
     /// behind durable applied state): drops every entry and moves the commit index up to `index`.
     pub fn restore_to(&self, index: u64, term: u64) -> Result<()> {
-        let mut c = self.cache.read().clone();
+        let mut hard = self.cache.read().hard.clone();
         let log = self.db.cf(CF_RAFT_LOG)?;
         let state = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
@@ -104,23 +179,29 @@ impl RaftStorage {
         let mut meta = encode_u64(index).to_vec();
         meta.extend_from_slice(&encode_u64(term));
         b.put_cf(&state, SNAPSHOT_META, meta);
-        if c.hard.commit < index {
-            c.hard.commit = index;
+        if hard.commit < index {
+            hard.commit = index;
         }
-        if c.hard.term < term {
-            c.hard.term = term;
+        if hard.term < term {
+            hard.term = term;
         }
-        b.put_cf(&state, HARD_STATE, c.hard.write_to_bytes().map_err(pb_err)?);
+        b.put_cf(&state, HARD_STATE, hard.write_to_bytes().map_err(pb_err)?);
         drop((log, state));
         self.db.write(b, true)?;
-        if let Some(cs) = self.db.get(CF_RAFT_STATE, CONF_STATE)? {
-            c.conf = ConfState::parse_from_bytes(&cs).map_err(pb_err)?;
+        let conf = match self.state.get(CF_META, META_CONF_STATE)? {
+            Some(cs) => Some(ConfState::parse_from_bytes(&cs).map_err(pb_err)?),
+            None => None,
+        };
+        let mut c = self.cache.write();
+        c.hard = hard;
+        if let Some(conf) = conf {
+            c.conf = conf;
         }
         c.snap_index = index;
         c.snap_term = term;
         c.last = index;
         c.last_term = term;
-        *self.cache.write() = c;
+        c.clear_tail();
         Ok(())
     }
 
@@ -169,7 +250,7 @@ impl RaftStorage {
             .map_err(|e| Error::Storage(format!("create {}: {e}", self.snap_dir.display())))?;
         let dir = self.snap_dir.join(format!("checkpoint-{seq}"));
         let _ = std::fs::remove_dir_all(&dir);
-        crate::storage::checkpoint::create(&self.db, &dir)?;
+        crate::storage::checkpoint::create(&self.state, &dir)?;
         let cp = crate::storage::checkpoint::open(&dir)?;
         let get = |cf: &str, k: &[u8]| crate::storage::checkpoint::get(&cp, cf, k);
         let index = get(crate::storage::CF_META, crate::storage::META_APPLIED_INDEX)?
@@ -178,7 +259,7 @@ impl RaftStorage {
         let term = get(crate::storage::CF_META, crate::storage::META_APPLIED_TERM)?
             .map(|v| decode_u64(&v))
             .unwrap_or(0);
-        let conf = match get(CF_RAFT_STATE, CONF_STATE)? {
+        let conf = match get(CF_META, META_CONF_STATE)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(pb_err)?,
             None => ConfState::default(),
         };
@@ -215,9 +296,13 @@ impl RaftStorage {
             commit: 1,
             ..Default::default()
         };
+        let meta = self.state.cf(CF_META)?;
+        let mut b = rocksdb::WriteBatch::default();
+        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
+        drop(meta);
+        self.state.write(b, true)?;
         let cf = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
-        b.put_cf(&cf, CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
         b.put_cf(&cf, HARD_STATE, hs.write_to_bytes().map_err(pb_err)?);
         let mut meta = encode_u64(1).to_vec();
         meta.extend_from_slice(&encode_u64(1));
@@ -231,6 +316,7 @@ impl RaftStorage {
         c.snap_term = 1;
         c.last = 1;
         c.last_term = 1;
+        c.clear_tail();
         Ok(())
     }
 
@@ -251,10 +337,10 @@ impl RaftStorage {
         let log = self.db.cf(CF_RAFT_LOG)?;
         let state = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
-        let mut c = self.cache.read().clone();
+        let last = self.cache.read().last;
         if let Some(first) = entries.first() {
-            if first.index <= c.last {
-                b.delete_range_cf(&log, encode_u64(first.index), encode_u64(c.last + 1));
+            if first.index <= last {
+                b.delete_range_cf(&log, encode_u64(first.index), encode_u64(last + 1));
             }
             for e in entries {
                 b.put_cf(
@@ -263,32 +349,40 @@ impl RaftStorage {
                     e.write_to_bytes().map_err(pb_err)?,
                 );
             }
-            if let Some(l) = entries.last() {
-                c.last = l.index;
-                c.last_term = l.term;
-            }
         }
         if let Some(hs) = hs {
             b.put_cf(&state, HARD_STATE, hs.write_to_bytes().map_err(pb_err)?);
-            c.hard = hs.clone();
         }
         drop((log, state));
         self.db.write(b, sync)?;
-        *self.cache.write() = c;
+        let mut c = self.cache.write();
+        if let Some(l) = entries.last() {
+            c.push_tail(entries);
+            c.last = l.index;
+            c.last_term = l.term;
+        }
+        if let Some(hs) = hs {
+            c.hard = hs.clone();
+        }
         Ok(())
     }
 
-    /// Records a new commit index (not synced: raft recovers it).
-    pub fn set_commit(&self, commit: u64) -> Result<()> {
-        let mut hs = self.hard_state();
-        hs.commit = commit;
-        self.append(&[], Some(&hs), false)
+    /// Records a new commit index. Kept in memory and persisted with the next hard state: raft
+    /// recovers the commit index, and `open` raises it to the applied index.
+    pub fn set_commit(&self, commit: u64) {
+        let mut c = self.cache.write();
+        if commit > c.hard.commit {
+            c.hard.commit = commit;
+        }
     }
 
     /// Drops log entries up to and including `index` (whose applied state must already be durable).
     pub fn compact(&self, index: u64) -> Result<()> {
-        let c = self.cache.read().clone();
-        if index <= c.snap_index || index > c.last {
+        let (snap_index, last) = {
+            let c = self.cache.read();
+            (c.snap_index, c.last)
+        };
+        if index <= snap_index || index > last {
             return Ok(());
         }
         let term = raft::Storage::term(self, index).map_err(|e| Error::Internal(e.to_string()))?;
@@ -304,6 +398,7 @@ impl RaftStorage {
         let mut w = self.cache.write();
         w.snap_index = index;
         w.snap_term = term;
+        w.trim_tail_to(index);
         Ok(())
     }
 
@@ -339,6 +434,25 @@ impl raft::Storage for RaftStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max = max_size.into().unwrap_or(u64::MAX);
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        {
+            let c = self.cache.read();
+            if c.cached(low).is_some() {
+                let mut out = Vec::with_capacity((high - low) as usize);
+                let mut size = 0u64;
+                for i in low..high {
+                    let Some(e) = c.cached(i) else { break };
+                    size += e.compute_size() as u64;
+                    if !out.is_empty() && size > max {
+                        break;
+                    }
+                    out.push(e.clone());
+                }
+                return Ok(out);
+            }
+        }
         let cf = self.db.cf(CF_RAFT_LOG).map_err(to_raft)?;
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_upper_bound(encode_u64(high));
@@ -363,18 +477,23 @@ impl raft::Storage for RaftStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let c = self.cache.read().clone();
-        if idx == c.snap_index {
-            return Ok(c.snap_term);
-        }
-        if idx < c.snap_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if idx > c.last {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        if idx == c.last {
-            return Ok(c.last_term);
+        {
+            let c = self.cache.read();
+            if idx == c.snap_index {
+                return Ok(c.snap_term);
+            }
+            if idx < c.snap_index {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if idx > c.last {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            if idx == c.last {
+                return Ok(c.last_term);
+            }
+            if let Some(e) = c.cached(idx) {
+                return Ok(e.term);
+            }
         }
         match self.read_entry(idx).map_err(to_raft)? {
             Some(e) => Ok(e.term),
@@ -409,5 +528,84 @@ impl raft::Storage for RaftStorage {
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> RaftStorage {
+        let log = Db::open_log(dir).unwrap();
+        let state = Db::open(dir).unwrap();
+        RaftStorage::open(log, state, dir.join("snap")).unwrap()
+    }
+
+    fn terms(s: &RaftStorage, low: u64, high: u64) -> Vec<u64> {
+        s.entries(low, high, None, GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| e.term)
+            .collect()
+    }
+
+    #[test]
+    fn cached_tail_matches_the_log_through_conflicts_compaction_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        s.bootstrap(vec![1]).unwrap();
+        let first: Vec<Entry> = (2..=10).map(|i| entry(i, 2)).collect();
+        s.append(&first, None, true).unwrap();
+        // A new leader overwrites 6..: the tail drops the old suffix.
+        let second: Vec<Entry> = (6..=8).map(|i| entry(i, 3)).collect();
+        s.append(&second, None, true).unwrap();
+        assert_eq!(s.last_index().unwrap(), 8);
+        assert_eq!(terms(&s, 2, 9), vec![2, 2, 2, 2, 3, 3, 3]);
+        assert_eq!(s.term(5).unwrap(), 2);
+        assert_eq!(s.term(6).unwrap(), 3);
+        assert!(s.entries(2, 10, None, GetEntriesContext::empty(false)).is_err());
+        // A size limit still returns at least one entry.
+        assert_eq!(
+            s.entries(2, 9, Some(1), GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            1
+        );
+        s.compact(4).unwrap();
+        assert_eq!(s.first_index().unwrap(), 5);
+        assert!(s.entries(4, 6, None, GetEntriesContext::empty(false)).is_err());
+        assert_eq!(terms(&s, 5, 9), vec![2, 3, 3, 3]);
+        drop(s);
+        // After a restart the same entries come from RocksDB.
+        let s = open(dir.path());
+        assert_eq!(terms(&s, 5, 9), vec![2, 3, 3, 3]);
+        assert_eq!(s.term(7).unwrap(), 3);
+    }
+
+    #[test]
+    fn tail_stays_within_its_bounds() {
+        let mut c = Cache::default();
+        let many: Vec<Entry> = (1..=(TAIL_MAX_ENTRIES as u64 + 10))
+            .map(|i| entry(i, 1))
+            .collect();
+        c.push_tail(&many);
+        c.last = many.len() as u64;
+        assert_eq!(c.tail.len(), TAIL_MAX_ENTRIES);
+        assert_eq!(c.tail_bytes, TAIL_MAX_ENTRIES * 10);
+        assert!(c.cached(10).is_none());
+        assert_eq!(c.cached(c.last).map(|e| e.index), Some(c.last));
+        c.trim_tail_to(c.last - 1);
+        assert_eq!(c.tail.len(), 1);
+        assert_eq!(c.tail_bytes, 10);
     }
 }

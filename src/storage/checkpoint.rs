@@ -1,9 +1,9 @@
 //! RocksDB checkpoints: how a member's state is shipped to a member that is too far behind.
 //!
-//! A checkpoint is a consistent copy of the whole database made of hard links (cheap). The applied
-//! index, its term and the conf state stored inside it say which raft index it stands for. Installing
-//! one replaces this member's state column families with the checkpoint's; the raft log and hard state
-//! are not taken from it.
+//! A checkpoint is a consistent copy of the state database made of hard links (cheap). The applied
+//! index, its term and the conf state stored in its `meta` say which raft index it stands for.
+//! Installing one replaces this member's replicated column families with the checkpoint's; the raft
+//! log (a separate database) and this member's `local` facts are not taken from it.
 //!
 //! Invariant: an install is recorded (synced) before it starts and cleared after it ends, so a crash in
 //! between redoes it on restart instead of leaving half-copied state.
@@ -12,18 +12,18 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch};
 
-use super::{Db, ALL_CFS, CF_INDEX, CF_KV, CF_LEASE, CF_MEMBERS, CF_META, CF_RAFT_STATE};
+use super::{Db, CF_INDEX, CF_KV, CF_LEASE, CF_LOCAL, CF_MEMBERS, CF_META, STATE_DB_CFS};
 use crate::error::{Error, Result};
 
 /// Column families that hold replicated state (what a snapshot carries).
 pub const STATE_CFS: &[&str] = &[CF_KV, CF_INDEX, CF_META, CF_MEMBERS, CF_LEASE];
 
-/// `raft_state` name recording an install in progress (value: the checkpoint directory).
+/// `local` name recording an install in progress (value: the checkpoint directory).
 pub const INSTALLING: &[u8] = b"snapshot_installing";
 
 const COPY_BATCH_BYTES: usize = 4 << 20;
 
-/// Creates a checkpoint of `db` in `dir` (which must not exist).
+/// Creates a checkpoint of the state database `db` in `dir` (which must not exist).
 pub fn create(db: &Db, dir: &Path) -> Result<()> {
     let cp = rocksdb::checkpoint::Checkpoint::new(db.raw())?;
     cp.create_checkpoint(dir)?;
@@ -34,7 +34,7 @@ type ReadOnly = rocksdb::DBWithThreadMode<rocksdb::MultiThreaded>;
 
 /// Opens a checkpoint read-only.
 pub fn open(dir: &Path) -> Result<ReadOnly> {
-    let cfs = ALL_CFS
+    let cfs = STATE_DB_CFS
         .iter()
         .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
     Ok(ReadOnly::open_cf_descriptors_read_only(
@@ -53,9 +53,9 @@ pub fn get(cp: &ReadOnly, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
     Ok(cp.get_cf(&h, key)?)
 }
 
-/// Replaces the state column families of `db` (and the conf state) with those of checkpoint `dir`.
-pub fn install(db: &Db, dir: &Path, conf_state_key: &[u8]) -> Result<()> {
-    let state = db.cf(CF_RAFT_STATE)?;
+/// Replaces the replicated column families of `db` with those of checkpoint `dir`.
+pub fn install(db: &Db, dir: &Path) -> Result<()> {
+    let state = db.cf(CF_LOCAL)?;
     let mut mark = WriteBatch::default();
     mark.put_cf(&state, INSTALLING, dir.to_string_lossy().as_bytes());
     drop(state);
@@ -94,11 +94,8 @@ pub fn install(db: &Db, dir: &Path, conf_state_key: &[u8]) -> Result<()> {
         it.status()?;
         db.write(batch, false)?;
     }
-    let state = db.cf(CF_RAFT_STATE)?;
+    let state = db.cf(CF_LOCAL)?;
     let mut done = WriteBatch::default();
-    if let Some(cs) = get(&cp, CF_RAFT_STATE, conf_state_key)? {
-        done.put_cf(&state, conf_state_key, cs);
-    }
     done.delete_cf(&state, INSTALLING);
     drop(state);
     db.write(done, true)?;

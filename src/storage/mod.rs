@@ -1,10 +1,18 @@
-//! The RocksDB instance and its column families (DESIGN.md §2).
+//! The RocksDB instances and their column families (DESIGN.md §2).
 //!
-//! One RocksDB database holds everything: the MVCC keyspace (`kv`, `index`), server metadata (`meta`),
-//! membership (`members`) and the raft log and state (`raft_log`, `raft_state`). This module owns opening
-//! it and naming the column families; it knows nothing about what the values mean.
+//! Two RocksDB databases under the data dir, each with its own write-ahead log:
+//! * the state (`rocksdb/`): the MVCC keyspace (`kv`, `index`), replicated server metadata (`meta`,
+//!   which also holds the applied index and the conf state), membership (`members`), leases (`lease`)
+//!   and this member's own facts (`local`: its ids, an interrupted snapshot install);
+//! * the raft log (`raft/`): entries (`raft_log`) and the hard state and compaction point (`raft_state`).
 //!
-//! Invariant: every column family listed in [`ALL_CFS`] exists after [`Db::open`].
+//! They are separate so that apply's unsynced writes never queue behind the raft thread's synced log
+//! writes (one RocksDB serializes all writes through one write group: apply used to wait ~200 µs per
+//! batch for somebody else's fdatasync). This module owns opening them and naming the column
+//! families; it knows nothing about what the values mean.
+//!
+//! Invariant: every column family listed in [`STATE_DB_CFS`] / [`LOG_DB_CFS`] exists after
+//! [`Db::open`] / [`Db::open_log`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,45 +31,53 @@ pub const CF_INDEX: &str = "index";
 pub const CF_META: &str = "meta";
 /// Member id -> member record.
 pub const CF_MEMBERS: &str = "members";
-/// Lease id -> lease record (reserved for the lease issue).
+/// `r<id>` -> lease record, `k<id><key>` -> attachment of a key to a lease.
 pub const CF_LEASE: &str = "lease";
-/// Raft index (big-endian) -> raft entry.
+/// This member's own facts, never replicated: member and cluster id, a snapshot install in progress.
+pub const CF_LOCAL: &str = "local";
+/// Raft index (big-endian) -> raft entry (log DB).
 pub const CF_RAFT_LOG: &str = "raft_log";
-/// Fixed names -> hard state, conf state, snapshot metadata.
+/// Fixed names -> hard state, snapshot metadata (log DB).
 pub const CF_RAFT_STATE: &str = "raft_state";
 
 /// `meta` CF name of the applied raft index (written with the data it produced).
 pub const META_APPLIED_INDEX: &[u8] = b"consistent_index";
 /// `meta` CF name of the term of the applied raft index.
 pub const META_APPLIED_TERM: &[u8] = b"applied_term";
+/// `meta` CF name of the raft conf state, written by apply with the applied index it belongs to.
+pub const META_CONF_STATE: &[u8] = b"conf_state";
 
-/// All column families, in creation order.
-pub const ALL_CFS: &[&str] = &[
-    CF_KV,
-    CF_INDEX,
-    CF_META,
-    CF_MEMBERS,
-    CF_LEASE,
-    CF_RAFT_LOG,
-    CF_RAFT_STATE,
-];
+/// Column families of the state DB, in creation order.
+pub const STATE_DB_CFS: &[&str] = &[CF_KV, CF_INDEX, CF_META, CF_MEMBERS, CF_LEASE, CF_LOCAL];
+/// Column families of the raft log DB.
+pub const LOG_DB_CFS: &[&str] = &[CF_RAFT_LOG, CF_RAFT_STATE];
 
 type Inner = rocksdb::DBWithThreadMode<MultiThreaded>;
 
-/// A shared handle on the database.
+/// A shared handle on one of the databases.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    cfs: &'static [&'static str],
 }
 
 /// A point-in-time view of the database.
 pub type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, Inner>;
 
 impl Db {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the state database under the data dir `dir`.
     pub fn open(dir: &Path) -> Result<Db> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Storage(format!("create {}: {e}", dir.display())))?;
+        Db::open_at(&dir.join("rocksdb"), STATE_DB_CFS)
+    }
+
+    /// Opens (or creates) the raft log database under the data dir `dir`.
+    pub fn open_log(dir: &Path) -> Result<Db> {
+        Db::open_at(&dir.join("raft"), LOG_DB_CFS)
+    }
+
+    fn open_at(path: &Path, names: &'static [&'static str]) -> Result<Db> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::Storage(format!("create {}: {e}", path.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -71,7 +87,7 @@ impl Db {
         // Bound what a restart replays: memtables holding old WAL data are flushed past this size.
         opts.set_max_total_wal_size(128 << 20);
         opts.set_max_log_file_size(16 << 20);
-        let cfs = ALL_CFS.iter().map(|name| {
+        let cfs = names.iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             if *name == CF_INDEX || *name == CF_KV {
@@ -81,9 +97,10 @@ impl Db {
             }
             ColumnFamilyDescriptor::new(*name, o)
         });
-        let inner = Inner::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
+        let inner = Inner::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Db {
             inner: Arc::new(inner),
+            cfs: names,
         })
     }
 
@@ -128,7 +145,7 @@ impl Db {
     pub fn flush_all(&self) -> Result<()> {
         let mut fo = rocksdb::FlushOptions::default();
         fo.set_wait(true);
-        for name in ALL_CFS {
+        for name in self.cfs {
             let h = self.cf(name)?;
             self.inner.flush_cf_opt(&h, &fo)?;
         }
@@ -148,7 +165,7 @@ impl Db {
     }
 
     fn sum_property(&self, prop: &str) -> u64 {
-        ALL_CFS
+        self.cfs
             .iter()
             .filter_map(|name| self.inner.cf_handle(name))
             .filter_map(|h| self.inner.property_int_value_cf(&h, prop).ok().flatten())
