@@ -181,6 +181,8 @@ pub fn start(
         max_inflight_msgs: 256,
         pre_vote: true,
         check_quorum: true,
+        // Proposals handled in one loop turn go to each follower as one append, not one each.
+        batch_append: true,
         ..Default::default()
     };
     let mut raw = RawNode::new(&rc, storage.clone(), logger)
