@@ -138,7 +138,7 @@ impl Applier {
             self.compactor.schedule(self.store.compact_revision());
             self.refresh_peers()?;
             self.applied_tx.send_replace(index);
-            let _ = self.raft.send(NodeMsg::Applied(index));
+            self.raft.status.set_applied(index);
         }
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
@@ -237,7 +237,7 @@ impl Applier {
         for (id, r) in results {
             self.waits.trigger(id, r);
         }
-        let _ = self.raft.send(NodeMsg::Applied(last_index));
+        self.raft.status.set_applied(last_index);
         if last_index >= self.last_log_compaction + self.snapshot_count.max(1) {
             self.store.db().sync_wal()?;
             self.last_log_compaction = last_index;

@@ -1,8 +1,9 @@
 //! The raft node: one thread owning the raft-rs `RawNode`, running the Ready loop in raft-rs's
 //! documented order.
 //!
-//! Inputs arrive on one channel ([`NodeMsg`]): proposals, ReadIndex requests, apply progress and log
-//! compaction. Committed entries are handed to the apply thread over a channel and never waited on, so a
+//! Inputs arrive on one channel ([`NodeMsg`]): proposals, ReadIndex requests, peer messages and log
+//! compaction. Apply progress is read from [`RaftStatus::applied`] at every loop turn (apply does not
+//! wake this thread for it). Committed entries are handed to the apply thread over a channel and never waited on, so a
 //! slow apply or a slow client never stalls raft. Concurrent ReadIndex requests that arrive together
 //! share one ReadIndex round.
 //!
@@ -60,8 +61,6 @@ pub enum NodeMsg {
     },
     /// Ask for a read index (answered with the commit index confirmed by a quorum).
     ReadIndex(oneshot::Sender<Result<u64>>),
-    /// The apply thread has applied (written) everything up to this index.
-    Applied(u64),
     /// Applied state up to this index is durable: the log may be compacted behind it.
     CompactLog(u64),
     /// A message from a peer.
@@ -97,6 +96,7 @@ pub struct RaftStatus {
     pub leader: AtomicU64,
     pub term: AtomicU64,
     pub commit: AtomicU64,
+    /// Written by apply once an index is applied (written); raft learns it at its next loop turn.
     pub applied: AtomicU64,
     pub is_learner: std::sync::atomic::AtomicBool,
     /// This member is no longer in the configuration.
@@ -115,6 +115,10 @@ impl RaftStatus {
     }
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+    /// Records that everything up to `index` is applied (called by apply only).
+    pub fn set_applied(&self, index: u64) {
+        self.applied.fetch_max(index, Ordering::AcqRel);
     }
     pub fn is_learner(&self) -> bool {
         self.is_learner.load(Ordering::Acquire)
@@ -233,7 +237,13 @@ impl Node {
         let mut next_tick = Instant::now() + heartbeat;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
+            let msg = rx.recv_timeout(wait);
+            // Apply progress first: a membership proposal is checked against it.
+            let applied = self.status.applied();
+            if applied > self.raw.raft.raft_log.applied {
+                self.raw.advance_apply_to(applied);
+            }
+            match msg {
                 Ok(NodeMsg::Shutdown) => return,
                 Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -270,10 +280,6 @@ impl Node {
                 }
             }
             NodeMsg::ReadIndex(tx) => self.pending_reads.push(tx),
-            NodeMsg::Applied(index) => {
-                self.raw.advance_apply_to(index);
-                self.status.applied.store(index, Ordering::Release);
-            }
             NodeMsg::CompactLog(index) => {
                 if let Err(e) = self.storage.compact(index) {
                     tracing::warn!(error = %e, index, "raft log compaction failed");
