@@ -237,7 +237,11 @@ impl Cluster {
         peer_port: u16,
         extra: &[&str],
     ) -> Member {
-        let client = free_ports(1)[0];
+        // The peer port was picked (and released) earlier: the OS may hand it out again.
+        let client = free_ports(2)
+            .into_iter()
+            .find(|&p| p != peer_port)
+            .expect("two distinct free ports");
         let mut cfg = member_config(
             self.dir.path(),
             name,
