@@ -239,7 +239,13 @@ impl Applier {
         }
         self.raft.status.set_applied(last_index);
         if last_index >= self.last_log_compaction + self.snapshot_count.max(1) {
+            let started = std::time::Instant::now();
             self.store.db().sync_wal()?;
+            tracing::info!(
+                applied = last_index,
+                sync_ms = started.elapsed().as_millis() as u64,
+                "applied state synced, compacting the raft log"
+            );
             self.last_log_compaction = last_index;
             let _ = self.raft.send(NodeMsg::CompactLog(
                 last_index.saturating_sub(self.catchup_entries),

@@ -281,8 +281,14 @@ impl Node {
             }
             NodeMsg::ReadIndex(tx) => self.pending_reads.push(tx),
             NodeMsg::CompactLog(index) => {
-                if let Err(e) = self.storage.compact(index) {
-                    tracing::warn!(error = %e, index, "raft log compaction failed");
+                let started = Instant::now();
+                match self.storage.compact(index) {
+                    Ok(()) => tracing::info!(
+                        index,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "compacted the raft log"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, index, "raft log compaction failed"),
                 }
             }
             NodeMsg::Raft(m) => {

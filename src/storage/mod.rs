@@ -83,6 +83,9 @@ impl Db {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
+        // Start writeback of the WAL as it grows, so that the occasional full sync (before the raft
+        // log is compacted) has little left to write and does not stall apply.
+        opts.set_wal_bytes_per_sync(1 << 20);
         opts.set_keep_log_file_num(4);
         // Bound what a restart replays: memtables holding old WAL data are flushed past this size.
         opts.set_max_total_wal_size(128 << 20);
