@@ -573,7 +573,9 @@ mod tests {
         assert_eq!(terms(&s, 2, 9), vec![2, 2, 2, 2, 3, 3, 3]);
         assert_eq!(s.term(5).unwrap(), 2);
         assert_eq!(s.term(6).unwrap(), 3);
-        assert!(s.entries(2, 10, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(2, 10, None, GetEntriesContext::empty(false))
+            .is_err());
         // A size limit still returns at least one entry.
         assert_eq!(
             s.entries(2, 9, Some(1), GetEntriesContext::empty(false))
@@ -583,7 +585,9 @@ mod tests {
         );
         s.compact(4).unwrap();
         assert_eq!(s.first_index().unwrap(), 5);
-        assert!(s.entries(4, 6, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(4, 6, None, GetEntriesContext::empty(false))
+            .is_err());
         assert_eq!(terms(&s, 5, 9), vec![2, 3, 3, 3]);
         drop(s);
         // After a restart the same entries come from RocksDB.
