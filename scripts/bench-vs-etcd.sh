@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of etcd and metastore on this machine, in one run, with the same client
 # (`metastore bench`, which speaks etcd's gRPC API). Fresh data dirs, fsync on (both servers' default),
-# equal settings; rows alternate between the two servers. Prints a markdown table with the ratio
+# equal settings; each row alternates between the two servers over 3 rounds. Prints a markdown table with the ratio
 # metastore/etcd per row (higher is better for throughput, lower for latency).
 #
 #   scripts/bench-vs-etcd.sh [--quick] [--no-cluster] [--no-footprint]
@@ -39,7 +39,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-if ((quick)); then N1=300; NM=3000; else N1=3000; NM=50000; fi
+if ((quick)); then N1=300; NM=3000; ROUNDS=1; else N1=6000; NM=60000; ROUNDS=3; fi
 ETCD_VERSION=$("$ETCD_BIN" --version | sed -n 's/^etcd Version: //p')
 
 # start <kind> <name> <client port> <peer port> <initial-cluster> <data dir> -> pid in $started
@@ -81,17 +81,40 @@ row() { # label etcd_json metastore_json
   echo "done: $1 (etcd $er req/s, metastore $mr req/s)" >&2
 }
 
+# Merges the JSON lines of several rounds: throughput over all of them, the median round's p99.
+merge() {
+  python3 - "$@" <<'PY'
+import json, statistics, sys
+rs = [json.loads(a) for a in sys.argv[1:]]
+req = sum(r["requests"] for r in rs)
+sec = sum(r["seconds"] for r in rs)
+print(json.dumps({"rps": req / sec if sec > 0 else 0, "p99_ms": statistics.median(r["p99_ms"] for r in rs)}))
+PY
+}
+
+# pair <label> <total requests> <bench args...>: etcd and metastore take turns for $ROUNDS rounds
+# (so that drift of the machine, e.g. the disk's fsync latency, hits both alike), then one row.
+pair() {
+  local label=$1 total=$2
+  shift 2
+  local es=() ms=() r
+  for ((r = 0; r < ROUNDS; r++)); do
+    es+=("$(bench "$E" --total $((total / ROUNDS)) "$@")")
+    ms+=("$(bench "$M" --total $((total / ROUNDS)) "$@")")
+  done
+  row "$label" "$(merge "${es[@]}")" "$(merge "${ms[@]}")"
+}
+
 matrix() { # label-prefix etcd-endpoint metastore-endpoint
   local p=$1 E=$2 M=$3
   local put=(put --key-size 8 --val-size 256 --key-space-size 100000)
-  local e m
-  e=$(bench "$E" --conns 1 --clients 1 --total $N1 "${put[@]}"); m=$(bench "$M" --conns 1 --clients 1 --total $N1 "${put[@]}"); row "$p put, 1 client / 1 conn" "$e" "$m"
-  e=$(bench "$E" --conns 8 --clients 64 --total $NM "${put[@]}"); m=$(bench "$M" --conns 8 --clients 64 --total $NM "${put[@]}"); row "$p put, 64 clients / 8 conns" "$e" "$m"
-  e=$(bench "$E" --conns 16 --clients 256 --total $NM "${put[@]}"); m=$(bench "$M" --conns 16 --clients 256 --total $NM "${put[@]}"); row "$p put, 256 clients / 16 conns" "$e" "$m"
-  e=$(bench "$E" --conns 8 --clients 64 --total $NM range 00000001 --consistency l); m=$(bench "$M" --conns 8 --clients 64 --total $NM range 00000001 --consistency l); row "$p range linearizable, 64 clients" "$e" "$m"
-  e=$(bench "$E" --conns 8 --clients 64 --total $NM range 00000001 --consistency s); m=$(bench "$M" --conns 8 --clients 64 --total $NM range 00000001 --consistency s); row "$p range serializable, 64 clients" "$e" "$m"
-  e=$(bench "$E" --conns 8 --clients 64 --total $NM txn-put --key-size 8 --val-size 256 --key-space-size 100000); m=$(bench "$M" --conns 8 --clients 64 --total $NM txn-put --key-size 8 --val-size 256 --key-space-size 100000); row "$p txn-put, 64 clients" "$e" "$m"
-  e=$(bench "$E" --total $N1 watch-latency --val-size 256); m=$(bench "$M" --total $N1 watch-latency --val-size 256); row "$p watch latency (put -> event), 1 client" "$e" "$m"
+  pair "$p put, 1 client / 1 conn" $N1 --conns 1 --clients 1 "${put[@]}"
+  pair "$p put, 64 clients / 8 conns" $NM --conns 8 --clients 64 "${put[@]}"
+  pair "$p put, 256 clients / 16 conns" $NM --conns 16 --clients 256 "${put[@]}"
+  pair "$p range linearizable, 64 clients" $NM --conns 8 --clients 64 range 00000001 --consistency l
+  pair "$p range serializable, 64 clients" $NM --conns 8 --clients 64 range 00000001 --consistency s
+  pair "$p txn-put, 64 clients" $NM --conns 8 --clients 64 txn-put --key-size 8 --val-size 256 --key-space-size 100000
+  pair "$p watch latency (put -> event), 1 client" $N1 watch-latency --val-size 256
 }
 
 echo "single member: etcd $ETCD_VERSION vs metastore ($("$METASTORE_BIN" --version | head -1))" >&2
