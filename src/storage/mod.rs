@@ -78,6 +78,21 @@ impl Db {
     fn open_at(path: &Path, names: &'static [&'static str]) -> Result<Db> {
         std::fs::create_dir_all(path)
             .map_err(|e| Error::Storage(format!("create {}: {e}", path.display())))?;
+        // A database with column families this build does not know (an older layout, which kept
+        // the raft log in the state database) is refused rather than half opened.
+        if let Ok(existing) = Inner::list_cf(&Options::default(), path) {
+            let unknown: Vec<&String> = existing
+                .iter()
+                .filter(|n| n.as_str() != "default" && !names.contains(&n.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(Error::Storage(format!(
+                    "{} has column families {unknown:?} that this version does not use: the data \
+                     dir was written by an older metastore with another layout (not migrated)",
+                    path.display()
+                )));
+            }
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -187,4 +202,25 @@ pub fn decode_u64(b: &[u8]) -> u64 {
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_with_unknown_column_families_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state database opened as if it were the log database: its families are unknown there.
+        drop(Db::open(dir.path()).unwrap());
+        std::fs::rename(dir.path().join("rocksdb"), dir.path().join("raft")).unwrap();
+        let err = Db::open_log(dir.path()).err().expect("refused");
+        assert!(
+            err.to_string().contains("written by an older metastore"),
+            "{err}"
+        );
+        // Each database reopens fine with its own families.
+        drop(Db::open(dir.path()).unwrap());
+        drop(Db::open_at(&dir.path().join("raft"), STATE_DB_CFS).unwrap());
+    }
 }
