@@ -7,6 +7,7 @@
 //! etcd's benchmark output (total, slowest, fastest, average, stddev, requests/sec, histogram,
 //! percentiles), then one JSON line for scripts.
 
+mod conn;
 mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use tonic::transport::Channel;
 
 use crate::proto::etcdserverpb::{
     kv_client::KvClient, lease_client::LeaseClient, request_op, watch_client::WatchClient,
     watch_request, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest, WatchCreateRequest, WatchRequest,
 };
+use conn::H2Conn;
 use report::Report;
 
 /// Options shared by every benchmark.
@@ -92,12 +93,23 @@ pub enum BenchCmd {
     LeaseKeepalive,
 }
 
-fn is_loopback(ep: &str) -> bool {
-    let host = ep
-        .trim_start_matches("http://")
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(ep);
+/// The `host:port` of an endpoint given as `host:port` or `http://host:port`.
+fn endpoint_addr(ep: &str) -> Result<&str, String> {
+    let addr = ep
+        .strip_prefix("http://")
+        .unwrap_or(ep)
+        .trim_end_matches('/');
+    if addr.contains("://") {
+        return Err(format!(
+            "endpoint {ep}: only plain http endpoints are supported (host:port or http://host:port)"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Whether the `host:port` `addr` names this machine.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
         || host
@@ -119,28 +131,21 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.clients == 0 || args.conns == 0 || args.total == 0 || args.endpoints.is_empty() {
         return Err("--clients, --conns, --total and --endpoints must be non-zero".into());
     }
+    let addrs = args
+        .endpoints
+        .iter()
+        .map(|e| endpoint_addr(e))
+        .collect::<Result<Vec<_>, _>>()?;
     if !args.allow_remote {
-        if let Some(ep) = args.endpoints.iter().find(|e| !is_loopback(e)) {
+        if let Some(addr) = addrs.iter().find(|a| !is_loopback(a)) {
             return Err(format!(
-                "endpoint {ep} is not on loopback; pass --allow-remote to benchmark it"
+                "endpoint {addr} is not on loopback; pass --allow-remote to benchmark it"
             ));
         }
     }
     let mut channels = Vec::new();
     for i in 0..args.conns {
-        let ep = &args.endpoints[i % args.endpoints.len()];
-        let url = if ep.starts_with("http") {
-            ep.clone()
-        } else {
-            format!("http://{ep}")
-        };
-        let ch = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| e.to_string())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| format!("connect {url}: {e}"))?;
-        channels.push(ch);
+        channels.push(H2Conn::connect(addrs[i % addrs.len()]).await?);
     }
     let name = match &args.cmd {
         BenchCmd::Put { .. } => "put",
@@ -180,7 +185,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
 /// One client: takes request numbers until the total or the deadline; returns latencies and errors.
 async fn worker(
     id: u64,
-    ch: Channel,
+    ch: H2Conn,
     cmd: BenchCmd,
     counter: Arc<AtomicU64>,
     total: u64,
@@ -360,7 +365,17 @@ mod tests {
     fn loopback_detection_and_keys() {
         assert!(is_loopback("127.0.0.1:2379"));
         assert!(is_loopback("localhost:2379"));
-        assert!(is_loopback("http://[::1]:2379"));
+        assert!(is_loopback("[::1]:2379"));
+        assert_eq!(endpoint_addr("http://[::1]:2379/"), Ok("[::1]:2379"));
+        assert_eq!(endpoint_addr("127.0.0.1:2379"), Ok("127.0.0.1:2379"));
+        assert_eq!(
+            endpoint_addr("https://127.0.0.1:2379"),
+            Err(
+                "endpoint https://127.0.0.1:2379: only plain http endpoints are supported \
+                 (host:port or http://host:port)"
+                    .to_string()
+            )
+        );
         assert!(!is_loopback("10.0.0.1:2379"));
         assert_eq!(key_bytes(42, 8), b"00000042");
         assert_eq!(key_bytes(123456789, 4), b"6789");
