@@ -40,6 +40,16 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 if ((quick)); then N1=300; NM=3000; ROUNDS=1; else N1=6000; NM=60000; ROUNDS=3; fi
+
+# 20 distinct free loopback ports (client and peer ports of up to 4 servers of each kind).
+read -r -a P <<<"$(python3 - <<'PY'
+import socket
+ss = [socket.socket() for _ in range(20)]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))
+PY
+)"
 ETCD_VERSION=$("$ETCD_BIN" --version | sed -n 's/^etcd Version: //p')
 
 # start <kind> <name> <client port> <peer port> <initial-cluster> <data dir> -> pid in $started
@@ -118,24 +128,24 @@ matrix() { # label-prefix etcd-endpoint metastore-endpoint
 }
 
 echo "single member: etcd $ETCD_VERSION vs metastore ($("$METASTORE_BIN" --version | head -1))" >&2
-start etcd e1 41379 41380 "e1=http://127.0.0.1:41380" "$work/etcd1"; epid=$started
-start metastore m1 42379 42380 "m1=http://127.0.0.1:42380" "$work/ms1"; mpid=$started
-wait_ready 127.0.0.1:41379; wait_ready 127.0.0.1:42379
-matrix "1 member:" 127.0.0.1:41379 127.0.0.1:42379
+start etcd e1 "${P[0]}" "${P[1]}" "e1=http://127.0.0.1:${P[1]}" "$work/etcd1"; epid=$started
+start metastore m1 "${P[2]}" "${P[3]}" "m1=http://127.0.0.1:${P[3]}" "$work/ms1"; mpid=$started
+wait_ready "127.0.0.1:${P[0]}"; wait_ready "127.0.0.1:${P[2]}"
+matrix "1 member:" "127.0.0.1:${P[0]}" "127.0.0.1:${P[2]}"
 
 foot=()
 if ((footprint)); then
   # 1M keys, then RSS, data size, and restart time to the first linearizable read.
   keys=1000000; ((quick)) && keys=100000
   for kind in etcd metastore; do
-    if [[ $kind == etcd ]]; then ep=127.0.0.1:41379; pid=$epid; dir=$work/etcd1; else ep=127.0.0.1:42379; pid=$mpid; dir=$work/ms1; fi
+    if [[ $kind == etcd ]]; then ep=127.0.0.1:${P[0]}; pid=$epid; dir=$work/etcd1; else ep=127.0.0.1:${P[2]}; pid=$mpid; dir=$work/ms1; fi
     bench "$ep" --conns 16 --clients 256 --total $keys put --key-size 8 --val-size 256 --key-space-size $keys --sequential-keys >/dev/null
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
     size=$(du -sk "$dir" | awk '{print $1}')
     kill "$pid"; wait "$pid" 2>/dev/null || true
     t0=$(date +%s.%N)
-    if [[ $kind == etcd ]]; then start etcd e1 41379 41380 "e1=http://127.0.0.1:41380" "$dir"; epid=$started
-    else start metastore m1 42379 42380 "m1=http://127.0.0.1:42380" "$dir"; mpid=$started; fi
+    if [[ $kind == etcd ]]; then start etcd e1 "${P[0]}" "${P[1]}" "e1=http://127.0.0.1:${P[1]}" "$dir"; epid=$started
+    else start metastore m1 "${P[2]}" "${P[3]}" "m1=http://127.0.0.1:${P[3]}" "$dir"; mpid=$started; fi
     for _ in $(seq 1 600); do
       if ETCDCTL_API=3 etcdctl --endpoints="$ep" get 00000001 >/dev/null 2>&1; then break; fi
       sleep 0.05
@@ -147,19 +157,23 @@ fi
 kill "$epid" "$mpid" 2>/dev/null || true
 
 if ((cluster)); then
-  ic_e="e1=http://127.0.0.1:43380,e2=http://127.0.0.1:43390,e3=http://127.0.0.1:43400"
-  ic_m="m1=http://127.0.0.1:44380,m2=http://127.0.0.1:44390,m3=http://127.0.0.1:44400"
+  # etcd member i: client P[4+i], peer P[8+i]; metastore member i: client P[12+i], peer P[16+i].
+  ic_e=""; ic_m=""; ee=""; me=""
   for i in 1 2 3; do
-    start etcd "e$i" $((43369 + 10 * i)) $((43370 + 10 * i)) "$ic_e" "$work/etcd3-$i"
-    start metastore "m$i" $((44369 + 10 * i)) $((44370 + 10 * i)) "$ic_m" "$work/ms3-$i"
+    ic_e+="${ic_e:+,}e$i=http://127.0.0.1:${P[8 + i]}"; ee+="${ee:+,}127.0.0.1:${P[4 + i]}"
+    ic_m+="${ic_m:+,}m$i=http://127.0.0.1:${P[16 + i]}"; me+="${me:+,}127.0.0.1:${P[12 + i]}"
   done
-  for i in 1 2 3; do wait_ready 127.0.0.1:$((43369 + 10 * i)); wait_ready 127.0.0.1:$((44369 + 10 * i)); done
+  for i in 1 2 3; do
+    start etcd "e$i" "${P[4 + i]}" "${P[8 + i]}" "$ic_e" "$work/etcd3-$i"
+    start metastore "m$i" "${P[12 + i]}" "${P[16 + i]}" "$ic_m" "$work/ms3-$i"
+  done
+  for i in 1 2 3; do wait_ready "127.0.0.1:${P[4 + i]}"; wait_ready "127.0.0.1:${P[12 + i]}"; done
   leader() { # endpoints -> the leader's endpoint
     ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint status -w json |
       python3 -c "import json,sys; s=json.load(sys.stdin); print([x['Endpoint'] for x in s if x['Status']['leader']==x['Status']['header']['member_id']][0])"
   }
-  EL=$(leader 127.0.0.1:43379,127.0.0.1:43389,127.0.0.1:43399)
-  ML=$(leader 127.0.0.1:44379,127.0.0.1:44389,127.0.0.1:44399)
+  EL=$(leader "$ee")
+  ML=$(leader "$me")
   matrix "3 members:" "$EL" "$ML"
 fi
 

@@ -2,12 +2,13 @@
 # Installs the system packages metastore needs on Debian/Ubuntu, only those that are missing.
 #   scripts/setup.sh          build dependencies (libclang for RocksDB's bindgen, protoc + well-known
 #                             protos for the etcd-client crate used by the tests)
-#   scripts/setup.sh --test   also etcdctl 3.4 (Debian package etcd-client) for the compat tests
+#   scripts/setup.sh --test   also etcdctl 3.4 (Debian package etcd-client) for the compat tests, and
+#                             etcd 3.4 (etcd-server) for the short run of scripts/bench-vs-etcd.sh
 set -euo pipefail
 
 want=(libclang-dev protobuf-compiler libprotobuf-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(etcd-client)
+  want+=(etcd-client etcd-server)
 fi
 
 missing=()

@@ -72,7 +72,7 @@ pub enum BenchCmd {
         #[arg(long, default_value = "l")]
         consistency: String,
     },
-    /// Txn with one compare and Puts.
+    /// Txns of --txn-ops puts each (no compare).
     TxnPut {
         #[arg(long, default_value_t = 8)]
         key_size: usize,
@@ -249,12 +249,23 @@ async fn worker(
                 Ok(r) => r.into_inner().id,
                 Err(_) => return (lat, 1),
             };
+            // A gRPC-Go server (etcd) sends the response headers with the first response, so the
+            // stream only opens once a first request is under way; that round trip is not measured.
             let (tx, rx) = tokio::sync::mpsc::channel(4);
+            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                return (lat, 1);
+            }
             match l
                 .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
             {
-                Ok(s) => keepalive = Some((tx, s.into_inner(), id)),
+                Ok(s) => {
+                    let mut s = s.into_inner();
+                    if !matches!(s.message().await, Ok(Some(r)) if r.ttl > 0) {
+                        return (lat, 1);
+                    }
+                    keepalive = Some((tx, s, id));
+                }
                 Err(_) => return (lat, 1),
             }
         }
