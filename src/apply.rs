@@ -9,7 +9,9 @@
 //!
 //! Invariants: an entry at or below the stored applied index is skipped (replay after a crash is
 //! idempotent); waiters are woken only after the write that holds their result; the raft log is
-//! compacted only behind applied state that was synced first.
+//! compacted only behind applied state that was synced first; an entry that changes a member record
+//! ends its write, so the entries after it read that change (members are read from the database), and
+//! the outcome of an entry never depends on how entries were batched.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -152,20 +154,31 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies committed entries in as few writes as membership allows.
     fn apply_batch(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        let (last_index, last_term) = (last.index, last.term);
-        if last_index <= self.applied {
-            return Ok(());
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let taken = self.apply_run(rest)?;
+            rest = &rest[taken..];
         }
+        Ok(())
+    }
+
+    /// Applies a prefix of `entries` in one write and returns its length. The prefix ends after the
+    /// first entry that changes a member record: membership is read from the database, not from the
+    /// batch, so an entry reading members must see every earlier change written. Without the cut,
+    /// how entries happened to be batched on a member would decide whether, say, a new member's
+    /// published name finds its record, and members would disagree.
+    fn apply_run(&mut self, entries: &[Entry]) -> Result<usize> {
+        let mut taken = 0;
         let mut wb = WriteBatch::new(&self.store);
         let mut results = Vec::new();
         let mut members_changed = false;
         // Lease changes to tell the lessor once they are written: (id, Some(ttl)) or (id, None).
         let mut lease_changes: Vec<(i64, Option<i64>)> = Vec::new();
-        for e in &entries {
+        let mut member_record_changed = false;
+        for e in entries {
+            taken += 1;
             if e.index <= self.applied {
                 continue;
             }
@@ -175,8 +188,13 @@ impl Applier {
                         continue;
                     }
                     let req = InternalRequest::decode(e.data.as_ref())?;
-                    if matches!(req.request, Some(Request::MemberUpdate(_))) {
-                        members_changed = true;
+                    match req.request {
+                        Some(Request::MemberUpdate(_)) => {
+                            members_changed = true;
+                            member_record_changed = true;
+                        }
+                        Some(Request::MemberAttributes(_)) => member_record_changed = true,
+                        _ => {}
                     }
                     let revoking = match &req.request {
                         Some(Request::LeaseRevoke(r)) => Some(r.id),
@@ -205,6 +223,7 @@ impl Applier {
                     });
                     let result = self.apply_conf_change(&mut wb, cc, change);
                     members_changed = true;
+                    member_record_changed = true;
                     if let Some(id) = id {
                         results.push((id, result));
                     }
@@ -213,6 +232,16 @@ impl Applier {
                     tracing::warn!(index = e.index, "ignoring a v1 conf change entry");
                 }
             }
+            if member_record_changed {
+                break;
+            }
+        }
+        let Some(last) = entries[..taken].last() else {
+            return Ok(taken);
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        if last_index <= self.applied {
+            return Ok(taken);
         }
         let meta = [
             (META_APPLIED_INDEX, encode_u64(last_index).to_vec()),
@@ -251,7 +280,7 @@ impl Applier {
                 last_index.saturating_sub(self.catchup_entries),
             ));
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// Checks a membership change against the members, applies it to raft and records it.
@@ -410,4 +439,157 @@ impl Applier {
 /// The applied index stored with the data (0 on a fresh data dir).
 pub fn stored_applied_index(store: &Store) -> Result<u64> {
     store.db().get_u64(CF_META, META_APPLIED_INDEX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::metastorepb::{MemberAttributes, MemberChange};
+    use crate::storage::Db;
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfState};
+
+    /// An applier over a fresh data dir with member 1, whose raft side answers conf changes by
+    /// adding the changed node to the voters.
+    struct Rig {
+        applier: Applier,
+        waits: Arc<Wait<ApplyResult>>,
+        db: Db,
+        _rt: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut b = rocksdb::WriteBatch::default();
+        let first = MemberRecord {
+            id: 1,
+            name: "m1".into(),
+            peer_urls: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        put_member(&db, &mut b, &first).unwrap();
+        db.write(b, true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (raft, node_rx) = RaftHandle::detached();
+        std::thread::spawn(move || {
+            while let Ok(m) = node_rx.recv() {
+                if let NodeMsg::ApplyConfChange { cc, reply } = m {
+                    let mut voters = vec![1];
+                    voters.extend(cc.get_changes().iter().map(|c| c.node_id));
+                    let _ = reply.send(ConfState {
+                        voters,
+                        ..Default::default()
+                    });
+                }
+            }
+        });
+        let store = Store::open(db.clone()).unwrap();
+        let waits: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
+        let applier = Applier {
+            store: store.clone(),
+            waits: waits.clone(),
+            compactor: Compactor::start(db.clone()).unwrap(),
+            watch_hub: WatchHub::new(store).unwrap(),
+            raft,
+            transport: Transport::new(9, 1, rt.handle().clone(), dir.path().join("snap")),
+            lessor: Arc::new(Lessor::load(&db).unwrap()),
+            applied_tx: watch::channel(0).0,
+            snapshot_count: 1_000_000,
+            catchup_entries: 0,
+            applied: 1,
+            last_log_compaction: 1,
+        };
+        Rig {
+            applier,
+            waits,
+            db,
+            _rt: rt,
+            _dir: dir,
+        }
+    }
+
+    /// Member 2 is added, then publishes its name: the two entries a joining member produces.
+    fn add_then_publish() -> Vec<Entry> {
+        let member = MemberRecord {
+            id: 2,
+            peer_urls: vec!["http://127.0.0.1:2".into()],
+            ..Default::default()
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddNode);
+        single.node_id = 2;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        let mut add = Entry {
+            index: 2,
+            term: 1,
+            data: cc.write_to_bytes().unwrap().into(),
+            context: InternalRequest {
+                id: 100,
+                request: Some(Request::MemberChange(MemberChange {
+                    kind: Kind::Add as i32,
+                    member: Some(member),
+                })),
+            }
+            .encode_to_vec()
+            .into(),
+            ..Default::default()
+        };
+        add.set_entry_type(EntryType::EntryConfChangeV2);
+        let publish = Entry {
+            index: 3,
+            term: 1,
+            data: InternalRequest {
+                id: 101,
+                request: Some(Request::MemberAttributes(MemberAttributes {
+                    member_id: 2,
+                    name: "m2".into(),
+                    client_urls: vec!["http://127.0.0.1:3".into()],
+                })),
+            }
+            .encode_to_vec()
+            .into(),
+            ..Default::default()
+        };
+        vec![add, publish]
+    }
+
+    fn outcome(r: ApplyResult) -> String {
+        match r {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Whether entries arrive in one batch or one at a time, a member added by one entry is seen by
+    /// the next: the outcomes and the stored state are the same (members must not diverge).
+    #[test]
+    fn a_member_change_is_visible_to_the_next_entry_of_the_same_batch() {
+        let mut results = Vec::new();
+        for together in [true, false] {
+            let mut rig = rig();
+            let (add, publish) = (rig.waits.register(100), rig.waits.register(101));
+            let entries = add_then_publish();
+            if together {
+                rig.applier.apply_batch(entries).unwrap();
+            } else {
+                for e in entries {
+                    rig.applier.apply_batch(vec![e]).unwrap();
+                }
+            }
+            let add = outcome(add.blocking_recv().unwrap());
+            let publish = outcome(publish.blocking_recv().unwrap());
+            assert_eq!(add, "Member");
+            assert_eq!(publish, "Member", "batched together: {together}");
+            let m2 = get_member(&rig.db, 2).unwrap().unwrap();
+            assert_eq!(m2.name, "m2");
+            assert_eq!(m2.client_urls, vec!["http://127.0.0.1:3".to_string()]);
+            assert_eq!(stored_applied_index(&rig.applier.store).unwrap(), 3);
+            results.push((add, publish, m2));
+        }
+        assert_eq!(results[0], results[1]);
+    }
 }

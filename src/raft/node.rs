@@ -148,6 +148,14 @@ impl RaftHandle {
     pub fn send(&self, msg: NodeMsg) -> Result<()> {
         self.tx.send(msg).map_err(|_| Error::Stopped)
     }
+
+    /// A handle with no node thread behind it: the test reads what is sent to the node.
+    #[cfg(test)]
+    pub fn detached() -> (RaftHandle, mpsc::Receiver<NodeMsg>) {
+        let (tx, rx) = mpsc::channel();
+        let status = Arc::new(RaftStatus::default());
+        (RaftHandle { tx, status }, rx)
+    }
 }
 
 type DropFn = Box<dyn Fn(u64, Error) + Send>;
