@@ -86,9 +86,12 @@ impl EtcdServer {
         };
         // Applied state may be ahead of the log (snapshot installed, log not yet restarted).
         let applied = db.get_u64(CF_META, META_APPLIED_INDEX)?;
-        if applied > raft::Storage::last_index(&raft_storage).unwrap_or(0) {
-            let term = db.get_u64(CF_META, META_APPLIED_TERM)?;
-            raft_storage.restore_to(applied, term)?;
+        let applied_term = db.get_u64(CF_META, META_APPLIED_TERM)?;
+        if raft_storage.reconcile_with_applied(applied, applied_term)? {
+            tracing::warn!(
+                applied,
+                "raft log restarted after the applied snapshot state"
+            );
         }
         let transport = Transport::new(cluster_id, member_id, rt, snap_dir);
         let peers: Vec<(u64, Vec<String>)> = cluster::list_records(&db)?

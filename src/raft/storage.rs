@@ -205,6 +205,31 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Makes the log agree with the applied state found at start-up, and says whether it had to.
+    /// Applied state runs ahead of the log's start only after a snapshot install whose log restart
+    /// ([`restore_to`](Self::restore_to)) a crash cut off. The log then ends before the applied
+    /// index, or holds another term's entry there (a suffix the snapshot superseded, which raft would
+    /// otherwise take as committed). Either way the log restarts after the applied index.
+    pub fn reconcile_with_applied(&self, applied: u64, applied_term: u64) -> Result<bool> {
+        let (snap_index, last) = {
+            let c = self.cache.read();
+            (c.snap_index, c.last)
+        };
+        if applied <= snap_index {
+            return Ok(false);
+        }
+        let agrees = applied <= last
+            && match raft::Storage::term(self, applied) {
+                Ok(t) => applied_term == 0 || t == applied_term,
+                Err(_) => false,
+            };
+        if agrees {
+            return Ok(false);
+        }
+        self.restore_to(applied, applied_term)?;
+        Ok(true)
+    }
+
     /// The index and term of the last snapshot (or compaction point).
     pub fn snapshot_point(&self) -> (u64, u64) {
         let c = self.cache.read();
@@ -594,6 +619,35 @@ mod tests {
         let s = open(dir.path());
         assert_eq!(terms(&s, 5, 9), vec![2, 3, 3, 3]);
         assert_eq!(s.term(7).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_log_that_disagrees_with_applied_state_restarts_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        s.bootstrap(vec![1]).unwrap();
+        let entries: Vec<Entry> = (2..=10).map(|i| entry(i, 2)).collect();
+        s.append(&entries, None, true).unwrap();
+        // Applied state from this log: nothing to do.
+        assert!(!s.reconcile_with_applied(8, 2).unwrap());
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 10));
+        // A snapshot at 8 from term 3 was installed, its log restart was not: the old suffix goes.
+        assert!(s.reconcile_with_applied(8, 3).unwrap());
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (9, 8));
+        assert_eq!(s.term(8).unwrap(), 3);
+        assert!(s.hard_state().commit >= 8);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (9, 8));
+        assert_eq!(s.term(8).unwrap(), 3);
+        assert!(!s.reconcile_with_applied(8, 3).unwrap());
+        // Applied state beyond the end of the log.
+        assert!(s.reconcile_with_applied(12, 4).unwrap());
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (13, 12)
+        );
+        assert_eq!(s.hard_state().commit, 12);
     }
 
     #[test]

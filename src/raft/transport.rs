@@ -442,6 +442,11 @@ impl Peer for PeerService {
         tokio::fs::rename(&tmp, &dst)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        // The rename must be durable before an install records `dst` as the checkpoint to redo.
+        let sync_dir =
+            |e: std::io::Error| Status::internal(format!("sync {}: {e}", base.display()));
+        let parent = tokio::fs::File::open(&base).await.map_err(sync_dir)?;
+        parent.sync_all().await.map_err(sync_dir)?;
         msg.mut_snapshot()
             .set_data(dst.to_string_lossy().as_bytes().to_vec().into());
         self.transport.to_node(NodeMsg::Raft(Box::new(msg)));
