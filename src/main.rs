@@ -62,10 +62,13 @@ fn print_version(etcd_version: &str) {
         "aarch64" => "arm64",
         other => other,
     };
-    println!("metastore Version: {}", env!("CARGO_PKG_VERSION"));
-    println!("etcd Version: {etcd_version}");
-    println!("API Version: {ETCD_API_VERSION}");
-    println!("OS/Arch: {}/{arch}", std::env::consts::OS);
+    let text = format!(
+        "metastore Version: {}\netcd Version: {etcd_version}\nAPI Version: {ETCD_API_VERSION}\nOS/Arch: {}/{arch}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    );
+    // A reader that stops early (`metastore --version | head -1`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
