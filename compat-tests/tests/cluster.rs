@@ -563,7 +563,7 @@ async fn member_update_changes_peer_urls_with_etcds_errors() {
     let moved = format!("http://127.0.0.1:{}", compat_tests::ports::free_ports(1)[0]);
     let r = c.member_update(m3.id(), [moved.clone()]).await.unwrap();
     let now = r.members().iter().find(|m| m.id() == m3.id()).unwrap();
-    assert_eq!(now.peer_urls(), [moved.clone()]);
+    assert_eq!(now.peer_urls(), std::slice::from_ref(&moved));
     let m2 = cl.members[1].client().await.member_list().await.unwrap();
     assert!(m2
         .members()
