@@ -22,6 +22,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use tokio::sync::watch;
 
+use crate::alarm::{AlarmSet, AlarmView};
 use crate::cluster::{get_member, list_members, put_member};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
@@ -30,8 +31,8 @@ use crate::mvcc::txn::run_txn;
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{KvWrite, Store, WriteBatch};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
-    ResponseHeader, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
 use crate::proto::metastorepb::{
     internal_request::Request, member_change::Kind, InternalRequest, MemberChange, MemberRecord,
@@ -39,7 +40,7 @@ use crate::proto::metastorepb::{
 use crate::raft::propose::Wait;
 use crate::raft::transport::Transport;
 use crate::raft::{ApplyMsg, NodeMsg, RaftHandle};
-use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, META_CONF_STATE};
+use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, META_ALARMS, META_CONF_STATE};
 
 pub use crate::storage::{META_APPLIED_INDEX, META_APPLIED_TERM};
 
@@ -58,6 +59,8 @@ pub enum Applied {
     Member,
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// An Alarm request; the header is left to the API layer.
+    Alarm(AlarmResponse),
 }
 
 pub type ApplyResult = Result<Applied>;
@@ -85,6 +88,10 @@ pub struct Applier {
     pub catchup_entries: u64,
     pub applied: u64,
     pub last_log_compaction: u64,
+    /// The active alarms as of `applied` (apply's own copy, changed entry by entry).
+    pub alarms: AlarmSet,
+    /// Where the alarms are published once written.
+    pub alarm_view: AlarmView,
 }
 
 impl Applier {
@@ -139,6 +146,8 @@ impl Applier {
             self.last_log_compaction = index;
             self.compactor.schedule(self.store.compact_revision());
             self.refresh_peers()?;
+            self.alarms = AlarmSet::load(self.store.db())?;
+            self.alarm_view.publish(&self.alarms);
             self.applied_tx.send_replace(index);
             self.raft.status.set_applied(index);
         }
@@ -177,6 +186,7 @@ impl Applier {
         // Lease changes to tell the lessor once they are written: (id, Some(ttl)) or (id, None).
         let mut lease_changes: Vec<(i64, Option<i64>)> = Vec::new();
         let mut member_record_changed = false;
+        let mut alarms_changed = false;
         for e in entries {
             taken += 1;
             if e.index <= self.applied {
@@ -200,7 +210,17 @@ impl Applier {
                         Some(Request::LeaseRevoke(r)) => Some(r.id),
                         _ => None,
                     };
-                    let result = self.apply_one(&mut wb, req.request);
+                    let result = match req.request {
+                        Some(Request::Alarm(a)) => {
+                            let (resp, changed) = self.alarms.apply(&a);
+                            alarms_changed |= changed;
+                            Ok(Applied::Alarm(resp))
+                        }
+                        other => match other.as_ref().and_then(|r| self.alarms.refusal(r)) {
+                            Some(refused) => Err(refused),
+                            None => self.apply_one(&mut wb, other),
+                        },
+                    };
                     match (&result, revoking) {
                         (Ok(Applied::LeaseGrant(g)), _) => lease_changes.push((g.id, Some(g.ttl))),
                         (Ok(Applied::LeaseRevoke(_)), Some(id)) => lease_changes.push((id, None)),
@@ -243,11 +263,17 @@ impl Applier {
         if last_index <= self.applied {
             return Ok(taken);
         }
-        let meta = [
+        let mut meta = vec![
             (META_APPLIED_INDEX, encode_u64(last_index).to_vec()),
             (META_APPLIED_TERM, encode_u64(last_term).to_vec()),
         ];
+        if alarms_changed {
+            meta.push((META_ALARMS, self.alarms.encode()));
+        }
         let (rev, events, compaction) = wb.finish(&meta)?;
+        if alarms_changed {
+            self.alarm_view.publish(&self.alarms);
+        }
         self.watch_hub.notify(rev, events);
         self.applied = last_index;
         for (id, change) in lease_changes {
@@ -432,6 +458,7 @@ impl Applier {
             Request::MemberChange(_) => Err(Error::Internal(
                 "a member change outside a conf change entry".into(),
             )),
+            Request::Alarm(_) => Err(Error::Internal("an alarm request outside apply_run".into())),
         }
     }
 }
@@ -501,6 +528,8 @@ mod tests {
             catchup_entries: 0,
             applied: 1,
             last_log_compaction: 1,
+            alarms: AlarmSet::default(),
+            alarm_view: AlarmView::default(),
         };
         Rig {
             applier,
@@ -591,5 +620,74 @@ mod tests {
             results.push((add, publish, m2));
         }
         assert_eq!(results[0], results[1]);
+    }
+
+    fn normal(index: u64, id: u64, request: Request) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: InternalRequest {
+                id,
+                request: Some(request),
+            }
+            .encode_to_vec()
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    /// An alarm raised by one entry refuses the next entry of the same batch, is stored with the
+    /// batch and published to the view; clearing it lets writes through again.
+    #[test]
+    fn an_alarm_applies_to_the_entries_after_it_and_is_stored() {
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        let mut rig = rig();
+        let nospace = |action: AlarmAction| {
+            Request::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: 1,
+                alarm: AlarmType::Nospace as i32,
+            })
+        };
+        let put = || {
+            Request::Put(crate::proto::etcdserverpb::PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+        };
+        let waits: Vec<_> = (200..204).map(|id| rig.waits.register(id)).collect();
+        rig.applier
+            .apply_batch(vec![
+                normal(2, 200, nospace(AlarmAction::Activate)),
+                normal(3, 201, put()),
+            ])
+            .unwrap();
+        let view = rig.applier.alarm_view.get();
+        assert_eq!(view.len(), 1);
+        assert_eq!(
+            crate::alarm::describe(&view[0]),
+            "memberID:1 alarm:NOSPACE "
+        );
+        assert_eq!(AlarmSet::load(&rig.db).unwrap(), rig.applier.alarms);
+        rig.applier
+            .apply_batch(vec![
+                normal(4, 202, nospace(AlarmAction::Deactivate)),
+                normal(5, 203, put()),
+            ])
+            .unwrap();
+        let outcomes: Vec<String> = waits
+            .into_iter()
+            .map(|w| outcome(w.blocking_recv().unwrap()))
+            .collect();
+        assert!(outcomes[0].starts_with("Alarm("), "{}", outcomes[0]);
+        assert_eq!(
+            outcomes[1],
+            "error: etcdserver: mvcc: database space exceeded"
+        );
+        assert!(outcomes[3].starts_with("Put("), "{}", outcomes[3]);
+        assert!(rig.applier.alarm_view.get().is_empty());
+        assert!(AlarmSet::load(&rig.db).unwrap().all().is_empty());
+        assert_eq!(rig.applier.store.current_revision(), 2);
     }
 }

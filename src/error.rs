@@ -76,6 +76,10 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// An error of the lock and election recipes (etcd sends them as code Unknown with this text,
     /// e.g. `election: no leader`, `session expired`).
     #[error("{0}")]
@@ -101,7 +105,10 @@ impl Error {
             | Error::DuplicateKey
             | Error::RequestTooLarge
             | Error::BadMemberUrls => Code::InvalidArgument,
-            Error::MessageTooLarge(..) | Error::TooManyRequests => Code::ResourceExhausted,
+            Error::MessageTooLarge(..) | Error::TooManyRequests | Error::NoSpace => {
+                Code::ResourceExhausted
+            }
+            Error::Corrupt => Code::DataLoss,
             Error::Compacted | Error::FutureRev | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
             Error::NotLeader

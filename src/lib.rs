@@ -3,6 +3,7 @@
 //! Layers (DESIGN.md §4), dependencies pointing down: `api` -> `server` (request paths) -> `raft` /
 //! `apply` -> `mvcc` / `cluster` -> `storage`.
 
+pub mod alarm;
 pub mod api;
 pub mod apply;
 pub mod bench;

@@ -51,6 +51,8 @@ pub struct EtcdServer {
     pub watch_hub: WatchHub,
     pub transport: Transport,
     pub lessor: Arc<crate::lease::Lessor>,
+    /// The applied alarms (for Status).
+    pub alarms: crate::alarm::AlarmView,
     pub member_id: u64,
     pub cluster_id: u64,
     waits: Arc<Wait<ApplyResult>>,
@@ -105,6 +107,8 @@ impl EtcdServer {
         let watch_hub = WatchHub::new(store.clone())?;
         let applied = stored_applied_index(&store)?;
         let lessor = Arc::new(crate::lease::Lessor::load(&db)?);
+        let alarms = crate::alarm::AlarmSet::load(&db)?;
+        let alarm_view = crate::alarm::AlarmView::new(&alarms);
         let waits: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
         let (apply_tx, apply_rx) = mpsc::channel();
         let (applied_tx, applied_rx) = watch::channel(applied);
@@ -142,6 +146,8 @@ impl EtcdServer {
             catchup_entries: cfg.snapshot_catchup_entries,
             applied,
             last_log_compaction: applied,
+            alarms,
+            alarm_view: alarm_view.clone(),
         };
         let apply_join = std::thread::Builder::new()
             .name("apply".into())
@@ -157,6 +163,7 @@ impl EtcdServer {
             watch_hub,
             transport,
             lessor,
+            alarms: alarm_view,
             member_id,
             cluster_id,
             waits,

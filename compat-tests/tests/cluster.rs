@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compat_tests::{assert_grpc_code, assert_grpc_error, eventually, values, Cluster, Member};
+use compat_tests::{assert_grpc_code, assert_grpc_error, eventually, hdr, values, Cluster, Member};
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -648,6 +648,21 @@ async fn a_member_down_past_log_compaction_catches_up_through_a_snapshot() {
             .unwrap()
             .revision();
     }
+    // An alarm, then enough entries (deletes of nothing: allowed under NOSPACE, no new revision) for
+    // the log to be compacted past it: the lagging member can only learn it from the snapshot.
+    let alarmed = hdr(c.status().await.unwrap().header()).member_id();
+    let mut o = etcd_client::AlarmOptions::new();
+    o.with_member(alarmed);
+    c.alarm(
+        etcd_client::AlarmAction::Activate,
+        etcd_client::AlarmType::Nospace,
+        Some(o),
+    )
+    .await
+    .unwrap();
+    for i in 0..40 {
+        c.delete(format!("nothing/{i}"), None).await.unwrap();
+    }
     cl.members[lagging].restart().await;
     let (kv, rev) = read_all(&cl.members[lagging], "s/").await;
     assert_eq!(kv.len(), 120);
@@ -658,6 +673,22 @@ async fn a_member_down_past_log_compaction_catches_up_through_a_snapshot() {
             .log()
             .contains("installed snapshot from the leader"),
         "the lagging member did not catch up through a snapshot"
+    );
+    let mut lc = cl.members[lagging].client().await;
+    let want = vec![format!("memberID:{alarmed} alarm:NOSPACE ")];
+    eventually(10, "the caught-up member reports the alarm", || {
+        let mut lc = lc.clone();
+        let want = want.clone();
+        async move {
+            let errors = lc.status().await.ok()?.errors().to_vec();
+            (errors == want).then_some(())
+        }
+    })
+    .await;
+    assert_grpc_error(
+        lc.put("s/000", "x", None).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
     );
     assert_hashkv_equal(&mut cl, last).await;
 }

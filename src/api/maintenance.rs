@@ -1,18 +1,21 @@
-//! Maintenance service: Status, Hash, HashKV and MoveLeader. Alarm, Defragment, Snapshot and
-//! Downgrade answer Unimplemented for now.
+//! Maintenance service: Status, Hash, HashKV, MoveLeader and Alarm. Defragment, Snapshot and Downgrade
+//! answer Unimplemented for now.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use crate::apply::Applied;
 use crate::error::Error;
 use crate::mvcc::hash::hash_kv;
 use crate::mvcc::store::check_revision;
 use crate::proto::etcdserverpb::{
-    maintenance_server::Maintenance, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest,
+    StatusResponse,
 };
+use crate::proto::metastorepb::internal_request::Request as Internal;
 use crate::raft::NodeMsg;
 use crate::server::EtcdServer;
 
@@ -37,6 +40,7 @@ impl Maintenance for MaintenanceService {
         if leader == 0 {
             errors.push(Error::NoLeader.to_string());
         }
+        errors.extend(s.alarms.get().iter().map(crate::alarm::describe));
         Ok(Response::new(StatusResponse {
             header: Some(s.header(s.store.current_revision())),
             version: s.cfg.etcd_version.clone(),
@@ -115,5 +119,19 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(s.header(s.store.current_revision())),
         }))
+    }
+
+    /// Every action goes through raft, GET too, so that the answer reflects every alarm committed
+    /// before it (etcd does the same).
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        match s.propose(Internal::Alarm(req.into_inner())).await? {
+            Applied::Alarm(mut r) => {
+                r.header = Some(s.header(s.store.current_revision()));
+                Ok(Response::new(r))
+            }
+            other => Err(Error::Internal(format!("unexpected {other:?}")).into()),
+        }
     }
 }

@@ -46,6 +46,8 @@ pub const META_APPLIED_INDEX: &[u8] = b"consistent_index";
 pub const META_APPLIED_TERM: &[u8] = b"applied_term";
 /// `meta` CF name of the raft conf state, written by apply with the applied index it belongs to.
 pub const META_CONF_STATE: &[u8] = b"conf_state";
+/// Key in `meta`: the active alarms (a `metastorepb.AlarmList`).
+pub const META_ALARMS: &[u8] = b"alarms";
 
 /// Column families of the state DB, in creation order.
 pub const STATE_DB_CFS: &[&str] = &[CF_KV, CF_INDEX, CF_META, CF_MEMBERS, CF_LEASE, CF_LOCAL];
