@@ -1,5 +1,5 @@
 //! Cluster alarms (etcd's NOSPACE and CORRUPT): the replicated set of active alarms, how it is stored,
-//! and which requests it refuses.
+//! which requests it refuses, and what a request costs against the backend quota (which raises NOSPACE).
 //!
 //! The set changes only by applying an Alarm entry, so every member holds the same set at the same
 //! applied index. Apply owns the authoritative [`AlarmSet`] and writes it to the `alarms` key of the
@@ -131,6 +131,30 @@ impl AlarmSet {
         }
         None
     }
+}
+
+/// etcd's estimate of the metadata stored per key, added to a put's cost.
+const KV_OVERHEAD: u64 = 256;
+/// etcd's estimate of a lease's cost against the quota.
+pub const LEASE_COST: u64 = 64;
+
+/// What a put adds to the backend, as etcd's quota estimates it.
+pub fn put_cost(r: &crate::proto::etcdserverpb::PutRequest) -> u64 {
+    KV_OVERHEAD + r.key.len() as u64 + r.value.len() as u64
+}
+
+/// What a txn adds to the backend, as etcd's quota estimates it: the larger of its branches' puts
+/// (puts in nested txns are not counted, as in etcd). 0 for a txn that puts nothing.
+pub fn txn_cost(t: &TxnRequest) -> u64 {
+    let branch = |ops: &[crate::proto::etcdserverpb::RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(request_op::Request::RequestPut(p)) => put_cost(p),
+                _ => 0,
+            })
+            .sum()
+    };
+    branch(&t.success).max(branch(&t.failure))
 }
 
 /// Whether a txn puts in any branch, nested txns included.

@@ -59,7 +59,14 @@ pub struct EtcdServer {
     ids: IdGen,
     applied: watch::Receiver<u64>,
     threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The state database's size as the quota check last read it, and when (ms since `started`).
+    backend_size: std::sync::atomic::AtomicU64,
+    backend_size_at: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
+
+/// How long the quota check may use a size it read before.
+const BACKEND_SIZE_MAX_AGE_MS: u64 = 100;
 
 impl EtcdServer {
     /// Opens or bootstraps the member and starts its raft and apply threads. Runs on a blocking
@@ -170,6 +177,9 @@ impl EtcdServer {
             ids: IdGen::new(member_id),
             applied: applied_rx,
             threads: parking_lot::Mutex::new(vec![raft_join, apply_join]),
+            backend_size: std::sync::atomic::AtomicU64::new(0),
+            backend_size_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -257,6 +267,53 @@ impl EtcdServer {
             revision,
             raft_term: self.raft.status.term(),
         }
+    }
+
+    /// The state database's size, read again when the last reading is older than 100 ms (reading
+    /// RocksDB's size properties on every write would cost more than the write's own bookkeeping).
+    fn backend_size(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.started.elapsed().as_millis() as u64;
+        let at = self.backend_size_at.load(Relaxed);
+        if at != u64::MAX && now.saturating_sub(at) < BACKEND_SIZE_MAX_AGE_MS {
+            return self.backend_size.load(Relaxed);
+        }
+        let size = self.db.size_bytes();
+        self.backend_size.store(size, Relaxed);
+        self.backend_size_at.store(now, Relaxed);
+        size
+    }
+
+    /// Makes the next quota check read the size again (after a defragment).
+    pub fn forget_backend_size(&self) {
+        self.backend_size_at
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// etcd's backend quota: a request that adds `cost` bytes passes while the backend stays under
+    /// `--quota-backend-bytes`; otherwise this member raises NOSPACE (unless it already has) and the
+    /// request fails with `etcdserver: mvcc: database space exceeded`. Requests that add nothing pass.
+    pub async fn check_quota(&self, cost: u64) -> Result<()> {
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        if cost == 0 || self.backend_size().saturating_add(cost) < self.cfg.quota_backend_bytes {
+            return Ok(());
+        }
+        let raised = self
+            .alarms
+            .get()
+            .iter()
+            .any(|a| a.member_id == self.member_id && a.alarm == AlarmType::Nospace as i32);
+        if !raised {
+            let alarm = Request::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            });
+            if let Err(e) = self.propose(alarm).await {
+                tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(Error::NoSpace)
     }
 
     /// The applied raft index.

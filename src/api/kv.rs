@@ -108,6 +108,7 @@ impl Kv for KvService {
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
         s.check_message_size(&r)?;
+        s.check_quota(crate::alarm::put_cost(&r)).await?;
         validate_put(&r)?;
         match s.propose(Internal::Put(r)).await? {
             Applied::Put(mut resp) => {
@@ -135,6 +136,7 @@ impl Kv for KvService {
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
         s.check_message_size(&r)?;
+        s.check_quota(crate::alarm::txn_cost(&r)).await?;
         Ok(Response::new(do_txn(s, r).await?))
     }
 

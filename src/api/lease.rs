@@ -99,6 +99,7 @@ impl Lease for LeaseService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let mut r = req.into_inner();
+        s.check_quota(crate::alarm::LEASE_COST).await?;
         if r.ttl > MAX_LEASE_TTL {
             return Err(Error::LeaseTtlTooLarge.into());
         }

@@ -1,5 +1,5 @@
-//! Maintenance service: Status, Hash, HashKV, MoveLeader and Alarm. Defragment, Snapshot and Downgrade
-//! answer Unimplemented for now.
+//! Maintenance service: Status, Hash, HashKV, MoveLeader, Alarm and Defragment. Snapshot and
+//! Downgrade answer Unimplemented for now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,9 @@ use crate::error::Error;
 use crate::mvcc::hash::hash_kv;
 use crate::mvcc::store::check_revision;
 use crate::proto::etcdserverpb::{
-    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest,
-    StatusResponse,
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
 };
 use crate::proto::metastorepb::internal_request::Request as Internal;
 use crate::raft::NodeMsg;
@@ -133,5 +133,25 @@ impl Maintenance for MaintenanceService {
             }
             other => Err(Error::Internal(format!("unexpected {other:?}")).into()),
         }
+    }
+
+    /// Member-local, like etcd's: compacts this member's state database in place (see
+    /// `Db::defragment`) and answers when it is done.
+    async fn defragment(
+        &self,
+        req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        let s = &self.server;
+        s.guard(req.metadata(), false)?;
+        let started = std::time::Instant::now();
+        s.blocking(|db| db.defragment()).await?;
+        s.forget_backend_size();
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "defragmented"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(s.header(s.store.current_revision())),
+        }))
     }
 }

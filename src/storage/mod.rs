@@ -184,6 +184,23 @@ impl Db {
             + self.sum_property("rocksdb.cur-size-all-mem-tables")
     }
 
+    /// etcd's defragment, in RocksDB's terms: flushes every column family's memtable and compacts
+    /// it to the bottom level, which drops deleted and overwritten data and gives its space back.
+    /// Blocking; writes go on meanwhile.
+    pub fn defragment(&self) -> Result<()> {
+        for name in self.cfs {
+            let Some(h) = self.inner.cf_handle(name) else {
+                continue;
+            };
+            self.inner
+                .flush_cf(&h)
+                .map_err(|e| Error::Storage(format!("flush {name}: {e}")))?;
+            self.inner
+                .compact_range_cf(&h, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     fn sum_property(&self, prop: &str) -> u64 {
         self.cfs
             .iter()
