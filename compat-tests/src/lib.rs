@@ -14,6 +14,7 @@
 //! - [`process`]: running short-lived commands (etcdctl, `--version`) with a timeout.
 //! - [`etcdctl`]: the `etcdctl` 3.4 wrapper.
 //! - [`check`]: assertion helpers for gRPC errors and responses.
+//! - [`http`]: plain HTTP/1.1 GETs for `/health`, `/version`, `/metrics`.
 //!
 //! Invariants: everything binds to 127.0.0.1 on free ports, every data dir is a fresh temp dir, and the
 //! harness only ever signals processes it started itself (by their PID, while it still owns them).
@@ -21,6 +22,7 @@
 pub mod check;
 pub mod cluster;
 pub mod etcdctl;
+pub mod http;
 pub mod member;
 pub mod ports;
 pub mod process;

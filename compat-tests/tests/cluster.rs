@@ -295,6 +295,23 @@ async fn three_members_with_two_down_refuse_writes_and_serve_serializable_reads(
     .await;
     let s = c.status().await.unwrap();
     assert_eq!(s.errors(), ["etcdserver: no leader"]);
+    // Item 103: /health is false (503) without a leader.
+    let h = compat_tests::http::http_get(&survivor.endpoint(), "/health", "").await;
+    assert_eq!(h.status, 503, "{}", h.body);
+    let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+    assert_eq!(body["health"], "false");
+    if !compat_tests::is_etcd() {
+        assert_eq!(body["reason"], "RAFT NO LEADER");
+        let h = compat_tests::http::http_get(&survivor.endpoint(), "/readyz", "").await;
+        assert_eq!(h.status, 503, "{}", h.body);
+        assert!(h.body.starts_with("[-]leader failed"), "{}", h.body);
+        let h = compat_tests::http::http_get(&survivor.endpoint(), "/health?serializable=true", "")
+            .await;
+        assert_eq!(
+            (h.status, h.body.as_str()),
+            (200, r#"{"health":"true","reason":""}"#)
+        );
+    }
     // Writes fail with etcd's error after the request timeout.
     let mut slow = client_to(survivor, Duration::from_secs(30)).await;
     assert_grpc_error(

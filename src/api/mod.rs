@@ -1,9 +1,10 @@
 //! The client API: one tonic server per client URL carrying every etcd v3 service, plus
-//! `grpc.health.v1.Health`. Handlers are thin: validate, build the request, await, fill the header.
+//! `grpc.health.v1.Health` and etcd's plain-HTTP endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
 //! Services not served yet are registered so that their RPCs answer `Unimplemented`.
 
 mod cluster;
 mod election;
+mod http;
 mod kv;
 mod lease;
 mod lock;
@@ -163,8 +164,7 @@ pub async fn serve(
         let cluster = ClusterServer::new(cluster::ClusterService {
             server: server.clone(),
         });
-        let router = tonic::transport::Server::builder()
-            .add_service(kv)
+        let mut routes = tonic::service::Routes::new(kv)
             .add_service(maintenance)
             .add_service(cluster)
             .add_service(WatchServer::new(watch_service::WatchService::new(
@@ -180,6 +180,10 @@ pub async fn serve(
                 server: server.clone(),
             }))
             .add_service(health.clone());
+        http::add_routes(routes.axum_router_mut(), server.clone());
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes);
         tasks.push(spawn_router(router, l, shutdown.clone()));
     }
     join_all("grpc server", tasks).await

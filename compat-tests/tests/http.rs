@@ -1,0 +1,106 @@
+//! The plain-HTTP endpoints on the client port: `/health`, `/version`, `/metrics`, `/livez`, `/readyz`,
+//! and 404 elsewhere (checklist item 103), spoken as HTTP/1.1 the way curl and probes do.
+
+use compat_tests::http::{http_get, HttpResponse};
+use compat_tests::{is_etcd, Member};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+
+fn json(r: &HttpResponse) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {:?}", r.body))
+}
+
+#[tokio::test]
+async fn health_is_true_with_a_leader_and_false_with_an_alarm() {
+    let m = Member::start().await;
+    let r = http_get(&m.endpoint(), "/health", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["health"], "true");
+    let r = http_get(&m.endpoint(), "/health?serializable=true", "").await;
+    assert_eq!((r.status, json(&r)["health"].clone()), (200, "true".into()));
+
+    let mut c = m.client().await;
+    let id = c.status().await.unwrap().header().unwrap().member_id();
+    let mut o = AlarmOptions::new();
+    o.with_member(id);
+    c.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(o.clone()))
+        .await
+        .unwrap();
+    let r = http_get(&m.endpoint(), "/health", "").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(json(&r)["health"], "false");
+    if !is_etcd() {
+        // etcd 3.5's reason and its `exclude` parameter (3.4 has neither).
+        assert_eq!(json(&r)["reason"], "ALARM NOSPACE");
+        let r = http_get(&m.endpoint(), "/health?exclude=NOSPACE", "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body, r#"{"health":"true","reason":""}"#);
+    }
+    c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(o))
+        .await
+        .unwrap();
+    let r = http_get(&m.endpoint(), "/health", "").await;
+    assert_eq!((r.status, json(&r)["health"].clone()), (200, "true".into()));
+}
+
+#[tokio::test]
+async fn version_names_server_and_cluster_versions() {
+    let m = Member::start().await;
+    let r = http_get(&m.endpoint(), "/version", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    let server = v["etcdserver"].as_str().expect("etcdserver");
+    let parts: Vec<&str> = server.split('.').collect();
+    assert_eq!(parts.len(), 3, "{server}");
+    assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{server}");
+    assert_eq!(v["etcdcluster"], format!("{}.{}.0", parts[0], parts[1]));
+}
+
+#[tokio::test]
+async fn metrics_carry_leader_and_revision_gauges() {
+    let m = Member::start().await;
+    let mut c = m.client().await;
+    c.put("a", "1", None).await.unwrap();
+    c.put("a", "2", None).await.unwrap();
+    let r = http_get(&m.endpoint(), "/metrics", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.head.contains("content-type: text/plain"), "{}", r.head);
+    let lines: Vec<&str> = r.body.lines().collect();
+    for want in [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        "etcd_debugging_mvcc_current_revision 3",
+        "# TYPE etcd_mvcc_db_total_size_in_bytes gauge",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn livez_and_readyz_answer_ok() {
+    if compat_tests::skip_on_etcd("etcd 3.4 has no /livez or /readyz") {
+        return;
+    }
+    let m = Member::start().await;
+    for path in ["/livez", "/readyz"] {
+        let r = http_get(&m.endpoint(), path, "").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn other_paths_are_not_found_and_unknown_grpc_methods_unimplemented() {
+    let m = Member::start().await;
+    let r = http_get(&m.endpoint(), "/no/such/path", "").await;
+    assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"));
+    if !is_etcd() {
+        // A gRPC request to a service nobody serves (etcd's grpc-go does not take HTTP/1.1).
+        let r = http_get(
+            &m.endpoint(),
+            "/no.Such/Method",
+            "Content-Type: application/grpc\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(r.head.contains("grpc-status: 12"), "{}", r.head);
+    }
+}
