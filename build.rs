@@ -1,4 +1,6 @@
-//! Generates the gRPC code from proto/ with protox (no system protoc needed).
+//! Generates the gRPC code from proto/ with protox (no system protoc needed), and serde impls of the
+//! etcd API messages in proto3's JSON mapping (with proto field names, as etcd's gateway writes them)
+//! for the `/v3/*` JSON gateway.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -11,6 +13,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metastore/peer.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,9 +1,11 @@
 //! The client API: one tonic server per client URL carrying every etcd v3 service, plus
-//! `grpc.health.v1.Health` and etcd's plain-HTTP endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
+//! `grpc.health.v1.Health`, etcd's JSON gateway (`gateway`) and plain-HTTP endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
 //! Services not served yet are registered so that their RPCs answer `Unimplemented`.
 
 mod cluster;
 mod election;
+mod gateway;
+mod gateway_stream;
 mod http;
 mod kv;
 mod lease;
@@ -180,6 +182,8 @@ pub async fn serve(
                 server: server.clone(),
             }))
             .add_service(health.clone());
+        gateway::add_routes(routes.axum_router_mut(), server.clone());
+        gateway_stream::add_routes(routes.axum_router_mut(), server.clone(), shutdown.clone());
         http::add_routes(routes.axum_router_mut(), server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)

@@ -1,0 +1,239 @@
+//! etcd's gRPC gateway: `POST /v3/<service>/<method>` with the request message as proto3 JSON in the
+//! body, answered with the response message as proto3 JSON (proto field names, int64 as strings,
+//! bytes as base64, default values left out), on the client port next to gRPC.
+//!
+//! The gateway calls the same service implementations as gRPC, so semantics and errors are the same;
+//! an error is answered with grpc-gateway v1's body `{"error":..,"message":..,"code":..}` and the HTTP
+//! status grpc-gateway v1 maps its code to (as etcd 3.4 and 3.5 do). Paths are etcd's (§1.1 of the
+//! API reference), including the `/v3/kv/lease/*` aliases; `/v3/maintenance/hash` is Hash (3.4/3.5
+//! route HashKV's JSON there too) and `/v3/maintenance/hashkv` is HashKV. Streaming methods are in
+//! `gateway_stream`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use super::{cluster, kv, lease, lock, maintenance, NotServed};
+use crate::proto::etcdserverpb::{
+    auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
+    maintenance_server::Maintenance,
+};
+use crate::proto::v3electionpb::election_server::Election;
+use crate::proto::v3lockpb::lock_server::Lock;
+use crate::server::EtcdServer;
+
+/// The HTTP status grpc-gateway v1 answers for a gRPC code.
+pub(super) fn http_status_of(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A gRPC error as grpc-gateway v1 answers it.
+pub(super) fn error_response(s: &Status) -> Response {
+    let body = serde_json::json!({
+        "error": s.message(),
+        "message": s.message(),
+        "code": s.code() as i32,
+    });
+    (
+        http_status_of(s.code()),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A request message from a JSON body (an empty body is the default message, as in the gateway).
+pub(super) fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Decodes the body, calls the service method and encodes its answer.
+async fn unary<Req, Resp, Fut>(
+    body: Bytes,
+    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let req = match decode::<Req>(&body) {
+        Ok(r) => r,
+        Err(s) => return error_response(&s),
+    };
+    match call(tonic::Request::new(req)).await {
+        Ok(resp) => match serde_json::to_string(resp.get_ref()) {
+            Ok(json) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json,
+            )
+                .into_response(),
+            Err(e) => error_response(&Status::internal(e.to_string())),
+        },
+        Err(s) => error_response(&s),
+    }
+}
+
+/// Adds `POST <path>` calling `$svc.$method` to `$router`.
+macro_rules! route {
+    ($router:ident, $path:expr, $svc:expr, $method:ident) => {{
+        let svc = $svc.clone();
+        $router = $router.route(
+            $path,
+            post(move |body: Bytes| {
+                let svc = svc.clone();
+                async move { unary(body, |r| async move { svc.$method(r).await }).await }
+            }),
+        );
+    }};
+}
+
+/// Adds every unary gateway path to `router`.
+pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
+    let kv = Arc::new(kv::KvService {
+        server: server.clone(),
+    });
+    let lease = Arc::new(lease::LeaseService::new(server.clone()));
+    let cluster = Arc::new(cluster::ClusterService {
+        server: server.clone(),
+    });
+    let maintenance = Arc::new(maintenance::MaintenanceService {
+        server: server.clone(),
+    });
+    let lock = Arc::new(lock::LockService {
+        server: server.clone(),
+    });
+    let election = Arc::new(super::election::ElectionService { server });
+    let auth = Arc::new(NotServed);
+
+    let mut r = std::mem::take(router);
+    route!(r, "/v3/kv/range", kv, range);
+    route!(r, "/v3/kv/put", kv, put);
+    route!(r, "/v3/kv/deleterange", kv, delete_range);
+    route!(r, "/v3/kv/txn", kv, txn);
+    route!(r, "/v3/kv/compaction", kv, compact);
+
+    route!(r, "/v3/lease/grant", lease, lease_grant);
+    route!(r, "/v3/lease/revoke", lease, lease_revoke);
+    route!(r, "/v3/kv/lease/revoke", lease, lease_revoke);
+    route!(r, "/v3/lease/timetolive", lease, lease_time_to_live);
+    route!(r, "/v3/kv/lease/timetolive", lease, lease_time_to_live);
+    route!(r, "/v3/lease/leases", lease, lease_leases);
+    route!(r, "/v3/kv/lease/leases", lease, lease_leases);
+
+    route!(r, "/v3/cluster/member/add", cluster, member_add);
+    route!(r, "/v3/cluster/member/remove", cluster, member_remove);
+    route!(r, "/v3/cluster/member/update", cluster, member_update);
+    route!(r, "/v3/cluster/member/list", cluster, member_list);
+    route!(r, "/v3/cluster/member/promote", cluster, member_promote);
+
+    route!(r, "/v3/maintenance/alarm", maintenance, alarm);
+    route!(r, "/v3/maintenance/status", maintenance, status);
+    route!(r, "/v3/maintenance/defragment", maintenance, defragment);
+    route!(r, "/v3/maintenance/hash", maintenance, hash);
+    route!(r, "/v3/maintenance/hashkv", maintenance, hash_kv);
+    route!(
+        r,
+        "/v3/maintenance/transfer-leadership",
+        maintenance,
+        move_leader
+    );
+    route!(r, "/v3/maintenance/downgrade", maintenance, downgrade);
+
+    route!(r, "/v3/auth/enable", auth, auth_enable);
+    route!(r, "/v3/auth/disable", auth, auth_disable);
+    route!(r, "/v3/auth/status", auth, auth_status);
+    route!(r, "/v3/auth/authenticate", auth, authenticate);
+    route!(r, "/v3/auth/user/add", auth, user_add);
+    route!(r, "/v3/auth/user/get", auth, user_get);
+    route!(r, "/v3/auth/user/list", auth, user_list);
+    route!(r, "/v3/auth/user/delete", auth, user_delete);
+    route!(r, "/v3/auth/user/changepw", auth, user_change_password);
+    route!(r, "/v3/auth/user/grant", auth, user_grant_role);
+    route!(r, "/v3/auth/user/revoke", auth, user_revoke_role);
+    route!(r, "/v3/auth/role/add", auth, role_add);
+    route!(r, "/v3/auth/role/get", auth, role_get);
+    route!(r, "/v3/auth/role/list", auth, role_list);
+    route!(r, "/v3/auth/role/delete", auth, role_delete);
+    route!(r, "/v3/auth/role/grant", auth, role_grant_permission);
+    route!(r, "/v3/auth/role/revoke", auth, role_revoke_permission);
+
+    route!(r, "/v3/lock/lock", lock, lock);
+    route!(r, "/v3/lock/unlock", lock, unlock);
+
+    route!(r, "/v3/election/campaign", election, campaign);
+    route!(r, "/v3/election/proclaim", election, proclaim);
+    route!(r, "/v3/election/leader", election, leader);
+    route!(r, "/v3/election/resign", election, resign);
+    *router = r;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+    use crate::proto::mvccpb::KeyValue;
+
+    #[test]
+    fn json_mapping_is_etcds() {
+        let resp = RangeResponse {
+            header: Some(ResponseHeader {
+                cluster_id: 1,
+                member_id: 2,
+                revision: 3,
+                raft_term: 4,
+            }),
+            kvs: vec![KeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 3,
+                mod_revision: 3,
+                version: 1,
+                value: b"bar".to_vec(),
+                lease: 0,
+            }],
+            more: false,
+            count: 1,
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"header":{"cluster_id":"1","member_id":"2","revision":"3","raft_term":"4"},"kvs":[{"key":"Zm9v","create_revision":"3","mod_revision":"3","version":"1","value":"YmFy"}],"count":"1"}"#
+        );
+        let r: RangeRequest =
+            decode(br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":5,"sort_order":"DESCEND"}"#)
+                .unwrap();
+        assert_eq!(r.key, b"foo");
+        assert_eq!(r.range_end, b"fop");
+        assert_eq!(r.limit, 5);
+        assert_eq!(r.sort_order, 2);
+        assert_eq!(
+            decode::<RangeRequest>(b" ").unwrap(),
+            RangeRequest::default()
+        );
+        assert!(decode::<RangeRequest>(b"{").is_err());
+    }
+}
