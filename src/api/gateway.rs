@@ -101,14 +101,15 @@ where
 
 /// Adds `POST <path>` calling `$svc.$method` to `$router`.
 macro_rules! route {
-    ($router:ident, $path:expr, $svc:expr, $method:ident) => {{
+    ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident) => {{
         let svc = $svc.clone();
         $router = $router.route(
             $path,
             post(move |body: Bytes| {
                 let svc = svc.clone();
                 async move { unary(body, |r| async move { svc.$method(r).await }).await }
-            }),
+            })
+            .layer(axum::extract::DefaultBodyLimit::max($limit)),
         );
     }};
 }
@@ -128,69 +129,125 @@ pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
     let lock = Arc::new(lock::LockService {
         server: server.clone(),
     });
+    let limit = body_limit(server.cfg.max_recv_bytes());
     let election = Arc::new(super::election::ElectionService { server });
     let auth = Arc::new(NotServed);
 
     let mut r = std::mem::take(router);
-    route!(r, "/v3/kv/range", kv, range);
-    route!(r, "/v3/kv/put", kv, put);
-    route!(r, "/v3/kv/deleterange", kv, delete_range);
-    route!(r, "/v3/kv/txn", kv, txn);
-    route!(r, "/v3/kv/compaction", kv, compact);
+    route!(r, limit, "/v3/kv/range", kv, range);
+    route!(r, limit, "/v3/kv/put", kv, put);
+    route!(r, limit, "/v3/kv/deleterange", kv, delete_range);
+    route!(r, limit, "/v3/kv/txn", kv, txn);
+    route!(r, limit, "/v3/kv/compaction", kv, compact);
 
-    route!(r, "/v3/lease/grant", lease, lease_grant);
-    route!(r, "/v3/lease/revoke", lease, lease_revoke);
-    route!(r, "/v3/kv/lease/revoke", lease, lease_revoke);
-    route!(r, "/v3/lease/timetolive", lease, lease_time_to_live);
-    route!(r, "/v3/kv/lease/timetolive", lease, lease_time_to_live);
-    route!(r, "/v3/lease/leases", lease, lease_leases);
-    route!(r, "/v3/kv/lease/leases", lease, lease_leases);
-
-    route!(r, "/v3/cluster/member/add", cluster, member_add);
-    route!(r, "/v3/cluster/member/remove", cluster, member_remove);
-    route!(r, "/v3/cluster/member/update", cluster, member_update);
-    route!(r, "/v3/cluster/member/list", cluster, member_list);
-    route!(r, "/v3/cluster/member/promote", cluster, member_promote);
-
-    route!(r, "/v3/maintenance/alarm", maintenance, alarm);
-    route!(r, "/v3/maintenance/status", maintenance, status);
-    route!(r, "/v3/maintenance/defragment", maintenance, defragment);
-    route!(r, "/v3/maintenance/hash", maintenance, hash);
-    route!(r, "/v3/maintenance/hashkv", maintenance, hash_kv);
+    route!(r, limit, "/v3/lease/grant", lease, lease_grant);
+    route!(r, limit, "/v3/lease/revoke", lease, lease_revoke);
+    route!(r, limit, "/v3/kv/lease/revoke", lease, lease_revoke);
+    route!(r, limit, "/v3/lease/timetolive", lease, lease_time_to_live);
     route!(
         r,
+        limit,
+        "/v3/kv/lease/timetolive",
+        lease,
+        lease_time_to_live
+    );
+    route!(r, limit, "/v3/lease/leases", lease, lease_leases);
+    route!(r, limit, "/v3/kv/lease/leases", lease, lease_leases);
+
+    route!(r, limit, "/v3/cluster/member/add", cluster, member_add);
+    route!(
+        r,
+        limit,
+        "/v3/cluster/member/remove",
+        cluster,
+        member_remove
+    );
+    route!(
+        r,
+        limit,
+        "/v3/cluster/member/update",
+        cluster,
+        member_update
+    );
+    route!(r, limit, "/v3/cluster/member/list", cluster, member_list);
+    route!(
+        r,
+        limit,
+        "/v3/cluster/member/promote",
+        cluster,
+        member_promote
+    );
+
+    route!(r, limit, "/v3/maintenance/alarm", maintenance, alarm);
+    route!(r, limit, "/v3/maintenance/status", maintenance, status);
+    route!(
+        r,
+        limit,
+        "/v3/maintenance/defragment",
+        maintenance,
+        defragment
+    );
+    route!(r, limit, "/v3/maintenance/hash", maintenance, hash);
+    route!(r, limit, "/v3/maintenance/hashkv", maintenance, hash_kv);
+    route!(
+        r,
+        limit,
         "/v3/maintenance/transfer-leadership",
         maintenance,
         move_leader
     );
-    route!(r, "/v3/maintenance/downgrade", maintenance, downgrade);
+    route!(
+        r,
+        limit,
+        "/v3/maintenance/downgrade",
+        maintenance,
+        downgrade
+    );
 
-    route!(r, "/v3/auth/enable", auth, auth_enable);
-    route!(r, "/v3/auth/disable", auth, auth_disable);
-    route!(r, "/v3/auth/status", auth, auth_status);
-    route!(r, "/v3/auth/authenticate", auth, authenticate);
-    route!(r, "/v3/auth/user/add", auth, user_add);
-    route!(r, "/v3/auth/user/get", auth, user_get);
-    route!(r, "/v3/auth/user/list", auth, user_list);
-    route!(r, "/v3/auth/user/delete", auth, user_delete);
-    route!(r, "/v3/auth/user/changepw", auth, user_change_password);
-    route!(r, "/v3/auth/user/grant", auth, user_grant_role);
-    route!(r, "/v3/auth/user/revoke", auth, user_revoke_role);
-    route!(r, "/v3/auth/role/add", auth, role_add);
-    route!(r, "/v3/auth/role/get", auth, role_get);
-    route!(r, "/v3/auth/role/list", auth, role_list);
-    route!(r, "/v3/auth/role/delete", auth, role_delete);
-    route!(r, "/v3/auth/role/grant", auth, role_grant_permission);
-    route!(r, "/v3/auth/role/revoke", auth, role_revoke_permission);
+    route!(r, limit, "/v3/auth/enable", auth, auth_enable);
+    route!(r, limit, "/v3/auth/disable", auth, auth_disable);
+    route!(r, limit, "/v3/auth/status", auth, auth_status);
+    route!(r, limit, "/v3/auth/authenticate", auth, authenticate);
+    route!(r, limit, "/v3/auth/user/add", auth, user_add);
+    route!(r, limit, "/v3/auth/user/get", auth, user_get);
+    route!(r, limit, "/v3/auth/user/list", auth, user_list);
+    route!(r, limit, "/v3/auth/user/delete", auth, user_delete);
+    route!(
+        r,
+        limit,
+        "/v3/auth/user/changepw",
+        auth,
+        user_change_password
+    );
+    route!(r, limit, "/v3/auth/user/grant", auth, user_grant_role);
+    route!(r, limit, "/v3/auth/user/revoke", auth, user_revoke_role);
+    route!(r, limit, "/v3/auth/role/add", auth, role_add);
+    route!(r, limit, "/v3/auth/role/get", auth, role_get);
+    route!(r, limit, "/v3/auth/role/list", auth, role_list);
+    route!(r, limit, "/v3/auth/role/delete", auth, role_delete);
+    route!(r, limit, "/v3/auth/role/grant", auth, role_grant_permission);
+    route!(
+        r,
+        limit,
+        "/v3/auth/role/revoke",
+        auth,
+        role_revoke_permission
+    );
 
-    route!(r, "/v3/lock/lock", lock, lock);
-    route!(r, "/v3/lock/unlock", lock, unlock);
+    route!(r, limit, "/v3/lock/lock", lock, lock);
+    route!(r, limit, "/v3/lock/unlock", lock, unlock);
 
-    route!(r, "/v3/election/campaign", election, campaign);
-    route!(r, "/v3/election/proclaim", election, proclaim);
-    route!(r, "/v3/election/leader", election, leader);
-    route!(r, "/v3/election/resign", election, resign);
+    route!(r, limit, "/v3/election/campaign", election, campaign);
+    route!(r, limit, "/v3/election/proclaim", election, proclaim);
+    route!(r, limit, "/v3/election/leader", election, leader);
+    route!(r, limit, "/v3/election/resign", election, resign);
     *router = r;
+}
+
+/// The largest JSON request body: a request as large as gRPC takes, with base64 making bytes 4/3
+/// larger, plus room for the field names.
+pub(super) fn body_limit(max_recv_bytes: usize) -> usize {
+    max_recv_bytes * 3 / 2 + 64 * 1024
 }
 
 #[cfg(test)]

@@ -29,8 +29,12 @@ use crate::proto::v3electionpb::election_server::Election;
 use crate::server::EtcdServer;
 
 /// The JSON request messages of a body, in order, as they arrive. A message that is not valid JSON
-/// for `T` ends the sequence with InvalidArgument.
-fn json_messages<T>(body: Body) -> impl Stream<Item = Result<T, Status>> + Send + 'static
+/// for `T` ends the sequence with InvalidArgument, one larger than `limit` bytes with
+/// ResourceExhausted.
+fn json_messages<T>(
+    body: Body,
+    limit: usize,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static
 where
     T: DeserializeOwned + Send + 'static,
 {
@@ -46,7 +50,7 @@ where
         ended: false,
         failed: false,
     };
-    futures::stream::unfold(st, |mut st| async move {
+    futures::stream::unfold(st, move |mut st| async move {
         loop {
             if st.failed {
                 return None;
@@ -67,7 +71,16 @@ where
                 _ => {}
             }
             match st.data.next().await {
-                Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => {
+                    st.buf.extend_from_slice(&chunk);
+                    if st.buf.len() > limit {
+                        st.failed = true;
+                        return Some((
+                            Err(Status::resource_exhausted("request message too large")),
+                            st,
+                        ));
+                    }
+                }
                 Some(Err(e)) => {
                     st.failed = true;
                     return Some((Err(Status::cancelled(e.to_string())), st));
@@ -150,6 +163,7 @@ where
 
 async fn bidi<Req, Resp, S, Fut>(
     body: Body,
+    limit: usize,
     call: impl FnOnce(tonic::Request<tonic::Streaming<Req>>) -> Fut,
 ) -> Response
 where
@@ -158,7 +172,7 @@ where
     S: Stream<Item = Result<Resp, Status>> + Send + 'static,
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
-    let inbound = grpc_streaming(json_messages::<Req>(body));
+    let inbound = grpc_streaming(json_messages::<Req>(body, limit));
     match call(tonic::Request::new(inbound)).await {
         Ok(resp) => json_lines(resp.into_inner()),
         Err(s) => error_response(&s),
@@ -171,6 +185,7 @@ pub fn add_routes(
     server: Arc<EtcdServer>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
     let lease = Arc::new(lease::LeaseService::new(server.clone()));
     let election = Arc::new(super::election::ElectionService { server });
@@ -180,14 +195,21 @@ pub fn add_routes(
             "/v3/watch",
             post(move |body: Body| {
                 let watch = watch.clone();
-                async move { bidi(body, |r| async move { watch.watch(r).await }).await }
+                async move { bidi(body, limit, |r| async move { watch.watch(r).await }).await }
             }),
         )
         .route(
             "/v3/lease/keepalive",
             post(move |body: Body| {
                 let lease = lease.clone();
-                async move { bidi(body, |r| async move { lease.lease_keep_alive(r).await }).await }
+                async move {
+                    bidi(
+                        body,
+                        limit,
+                        |r| async move { lease.lease_keep_alive(r).await },
+                    )
+                    .await
+                }
             }),
         )
         .route(
@@ -204,6 +226,7 @@ pub fn add_routes(
                         Err(s) => error_response(&s),
                     }
                 }
-            }),
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(limit)),
         );
 }
