@@ -112,6 +112,13 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+    /// Auto-compaction mode: periodic (retention is a duration) or revision (a revision count).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto-compaction retention: for periodic a Go duration or a number of hours, for revision a
+    /// number of revisions; 0 turns auto-compaction off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -141,6 +148,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub watch_progress_notify_interval: Duration,
+    /// Auto-compaction, if any.
+    pub auto_compaction: Option<crate::autocompact::Policy>,
     pub etcd_version: String,
 }
 
@@ -229,6 +238,10 @@ impl Config {
             return Err("--max-txn-ops must be > 0".into());
         }
         semver_ok(&f.etcd_version)?;
+        let auto_compaction = crate::autocompact::Policy::parse(
+            &f.auto_compaction_mode,
+            &f.auto_compaction_retention,
+        )?;
         let initial_advertise_peer_urls = url_list(
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
@@ -280,6 +293,7 @@ impl Config {
                 d if d.is_zero() => DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
                 d => d.max(MIN_WATCH_PROGRESS_NOTIFY_INTERVAL),
             },
+            auto_compaction,
             etcd_version: f.etcd_version,
         })
     }

@@ -6,6 +6,7 @@
 pub mod alarm;
 pub mod api;
 pub mod apply;
+pub mod autocompact;
 pub mod bench;
 pub mod cluster;
 pub mod config;
@@ -39,6 +40,9 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         _ = wait_removed(&server) => {}
     }
     let mut expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
+    if let Some(policy) = server.cfg.auto_compaction {
+        tokio::spawn(autocompact::run(server.clone(), policy, stop_rx.clone()));
+    }
     let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
