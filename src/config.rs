@@ -36,6 +36,19 @@ pub struct Flags {
         default_value = "http://localhost:2379"
     )]
     pub listen_client_urls: String,
+    /// Extra URLs to serve /metrics and the health endpoints on (plain HTTP), e.g. for probes.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+    /// Serve the /v3/* JSON gateway on the client URLs (`--enable-grpc-gateway=false` turns it off).
+    #[arg(
+        long,
+        env = "ETCD_ENABLE_GRPC_GATEWAY",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_grpc_gateway: bool,
     /// This member's client URLs to advertise to the public.
     #[arg(
         long,
@@ -133,6 +146,9 @@ pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
     pub listen_client_urls: Vec<String>,
+    /// Plain-HTTP URLs for /metrics and the health endpoints (may be empty).
+    pub listen_metrics_urls: Vec<String>,
+    pub enable_grpc_gateway: bool,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<String>,
     pub initial_advertise_peer_urls: Vec<String>,
@@ -272,6 +288,12 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
             name: f.name,
             listen_client_urls: url_list("listen-client-urls", &f.listen_client_urls)?,
+            listen_metrics_urls: if f.listen_metrics_urls.trim().is_empty() {
+                Vec::new()
+            } else {
+                url_list("listen-metrics-urls", &f.listen_metrics_urls)?
+            },
+            enable_grpc_gateway: f.enable_grpc_gateway,
             advertise_client_urls: url_list("advertise-client-urls", &f.advertise_client_urls)?,
             listen_peer_urls: url_list("listen-peer-urls", &f.listen_peer_urls)?,
             initial_advertise_peer_urls,

@@ -25,6 +25,7 @@ use std::future::Future;
 pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
     let listeners = api::bind(&cfg.listen_client_urls).await?;
     let peer_listeners = api::bind(&cfg.listen_peer_urls).await?;
+    let metrics_listeners = api::bind(&cfg.listen_metrics_urls).await?;
     let rt = tokio::runtime::Handle::current();
     let server = tokio::task::spawn_blocking(move || server::EtcdServer::start(cfg, rt))
         .await
@@ -43,6 +44,11 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     if let Some(policy) = server.cfg.auto_compaction {
         tokio::spawn(autocompact::run(server.clone(), policy, stop_rx.clone()));
     }
+    let metrics = tokio::spawn(api::serve_metrics(
+        server.clone(),
+        metrics_listeners,
+        stop_rx.clone(),
+    ));
     let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
@@ -61,6 +67,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     // forever: give in-flight requests a moment, then end the servers.
     let served = finish_within(serving, SHUTDOWN_GRACE).await;
     let _ = finish_within(peers, SHUTDOWN_GRACE).await;
+    let _ = finish_within(metrics, SHUTDOWN_GRACE).await;
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut expiry)
         .await
         .is_err()

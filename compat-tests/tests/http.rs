@@ -104,3 +104,35 @@ async fn other_paths_are_not_found_and_unknown_grpc_methods_unimplemented() {
         assert!(r.head.contains("grpc-status: 12"), "{}", r.head);
     }
 }
+
+/// `--listen-metrics-urls`: /metrics and /health also on a plain-HTTP port of their own (Kubernetes
+/// probes use it), without the gateway; `--enable-grpc-gateway=false` takes the gateway off the
+/// client port.
+#[tokio::test]
+async fn metrics_urls_and_the_gateway_switch() {
+    let port = compat_tests::ports::free_ports(1)[0];
+    let metrics = format!("127.0.0.1:{port}");
+    let m = compat_tests::MemberBuilder::new()
+        .args([
+            "--listen-metrics-urls".to_string(),
+            format!("http://{metrics}"),
+            "--enable-grpc-gateway=false".to_string(),
+        ])
+        .start()
+        .await;
+    let r = http_get(&metrics, "/metrics", "").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.lines().any(|l| l == "etcd_server_has_leader 1"),
+        "{}",
+        r.body
+    );
+    let r = http_get(&metrics, "/health", "").await;
+    assert_eq!((r.status, json(&r)["health"].clone()), (200, "true".into()));
+    let r = compat_tests::http::http_post(&metrics, "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = compat_tests::http::http_post(&m.endpoint(), "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = http_get(&m.endpoint(), "/health", "").await;
+    assert_eq!(r.status, 200);
+}

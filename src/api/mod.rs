@@ -182,8 +182,10 @@ pub async fn serve(
                 server: server.clone(),
             }))
             .add_service(health.clone());
-        gateway::add_routes(routes.axum_router_mut(), server.clone());
-        gateway_stream::add_routes(routes.axum_router_mut(), server.clone(), shutdown.clone());
+        if server.cfg.enable_grpc_gateway {
+            gateway::add_routes(routes.axum_router_mut(), server.clone());
+            gateway_stream::add_routes(routes.axum_router_mut(), server.clone(), shutdown.clone());
+        }
         http::add_routes(routes.axum_router_mut(), server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -191,4 +193,23 @@ pub async fn serve(
         tasks.push(spawn_router(router, l, shutdown.clone()));
     }
     join_all("grpc server", tasks).await
+}
+
+/// Serves /metrics and the health endpoints (plain HTTP, no gRPC) on the `--listen-metrics-urls`
+/// listeners until `shutdown` turns true.
+pub async fn serve_metrics(
+    server: Arc<EtcdServer>,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let mut router = tonic::service::AxumRouter::new();
+        http::add_routes(&mut router, server.clone());
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router));
+        tasks.push(spawn_router(router, l, shutdown.clone()));
+    }
+    join_all("metrics server", tasks).await
 }
