@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
+        // grpc-gateway v1 (etcd 3.4/3.5) ignores fields it does not know.
+        .ignore_unknown_fields()
         .build(&[
             ".mvccpb",
             ".authpb",

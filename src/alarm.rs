@@ -9,8 +9,8 @@
 //!
 //! Refusals follow etcd's appliers: under CORRUPT, Put, DeleteRange, Txn (only writing txns reach
 //! apply), Compaction, LeaseGrant and LeaseRevoke fail with `etcdserver: corrupt cluster`; under
-//! NOSPACE, Put, a Txn with a Put in any branch and LeaseGrant fail with `etcdserver: mvcc: database
-//! space exceeded`. Reads, deletes and Alarm itself always pass.
+//! NOSPACE, Put, a Txn with a top-level Put in either branch (what etcd's quota counts) and LeaseGrant
+//! fail with `etcdserver: mvcc: database space exceeded`. Reads, deletes and Alarm itself always pass.
 
 use std::sync::{Arc, RwLock};
 
@@ -28,6 +28,9 @@ use crate::storage::{Db, CF_META, META_ALARMS};
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AlarmSet {
     alarms: Vec<AlarmMember>,
+    /// Whether any NOSPACE / CORRUPT alarm is active (kept with `alarms`, checked per entry).
+    nospace: bool,
+    corrupt: bool,
 }
 
 impl AlarmSet {
@@ -39,7 +42,17 @@ impl AlarmSet {
         };
         alarms.sort_by_key(|a| (a.alarm, a.member_id));
         alarms.dedup();
-        Ok(Self { alarms })
+        let mut set = Self {
+            alarms,
+            ..Self::default()
+        };
+        set.refresh_flags();
+        Ok(set)
+    }
+
+    fn refresh_flags(&mut self) {
+        let has = |t: AlarmType| self.alarms.iter().any(|a| a.alarm == t as i32);
+        (self.nospace, self.corrupt) = (has(AlarmType::Nospace), has(AlarmType::Corrupt));
     }
 
     /// The stored form.
@@ -50,12 +63,13 @@ impl AlarmSet {
         .encode_to_vec()
     }
 
-    pub fn all(&self) -> &[AlarmMember] {
-        &self.alarms
+    /// Whether `t` is an alarm type etcd knows (NONE included).
+    pub fn known_type(t: i32) -> bool {
+        AlarmType::try_from(t).is_ok()
     }
 
-    fn has(&self, t: AlarmType) -> bool {
-        self.alarms.iter().any(|a| a.alarm == t as i32)
+    pub fn all(&self) -> &[AlarmMember] {
+        &self.alarms
     }
 
     /// Applies one Alarm request; the response carries no header (the API layer fills it). Returns
@@ -103,15 +117,15 @@ impl AlarmSet {
             // ACTIVATE of NONE, and actions etcd does not know, change nothing.
             _ => {}
         }
+        if changed {
+            self.refresh_flags();
+        }
         (resp, changed)
     }
 
     /// The error an active alarm makes `req` fail with, if any.
     pub fn refusal(&self, req: &Request) -> Option<Error> {
-        if self.alarms.is_empty() {
-            return None;
-        }
-        if self.has(AlarmType::Corrupt) {
+        if self.corrupt {
             match req {
                 Request::Put(_)
                 | Request::DeleteRange(_)
@@ -122,10 +136,11 @@ impl AlarmSet {
                 _ => {}
             }
         }
-        if self.has(AlarmType::Nospace) {
+        if self.nospace {
             match req {
                 Request::Put(_) | Request::LeaseGrant(_) => return Some(Error::NoSpace),
-                Request::Txn(t) if txn_puts(t) => return Some(Error::NoSpace),
+                // As etcd's capped applier: refused when the quota would count it (top-level puts).
+                Request::Txn(t) if txn_cost(t) > 0 => return Some(Error::NoSpace),
                 _ => {}
             }
         }
@@ -157,20 +172,9 @@ pub fn txn_cost(t: &TxnRequest) -> u64 {
     branch(&t.success).max(branch(&t.failure))
 }
 
-/// Whether a txn puts in any branch, nested txns included.
-fn txn_puts(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(t.failure.iter())
-        .any(|op| match &op.request {
-            Some(request_op::Request::RequestPut(_)) => true,
-            Some(request_op::Request::RequestTxn(n)) => txn_puts(n),
-            _ => false,
-        })
-}
-
 /// etcd's name of an alarm type (its number when etcd has no name for it).
 pub fn alarm_name(t: i32) -> String {
+    // Only known types are ever stored (the API refuses others).
     match AlarmType::try_from(t) {
         Ok(t) => t.as_str_name().to_string(),
         Err(_) => t.to_string(),
@@ -261,6 +265,12 @@ mod tests {
     }
 
     #[test]
+    fn only_etcds_alarm_types_are_known() {
+        assert!(AlarmSet::known_type(0) && AlarmSet::known_type(1) && AlarmSet::known_type(2));
+        assert!(!AlarmSet::known_type(3) && !AlarmSet::known_type(-1));
+    }
+
+    #[test]
     fn refusals_follow_etcds_appliers() {
         let put = Request::Put(PutRequest::default());
         let range_txn = Request::Txn(TxnRequest {
@@ -284,7 +294,8 @@ mod tests {
         assert_eq!(s.refusal(&put), None);
         s.apply(&req(AlarmAction::Activate, 1, AlarmType::Nospace));
         assert_eq!(s.refusal(&put), Some(Error::NoSpace));
-        assert_eq!(s.refusal(&nested_put_txn), Some(Error::NoSpace));
+        // etcd's quota does not count puts in nested txns, so neither does the refusal.
+        assert_eq!(s.refusal(&nested_put_txn), None);
         assert_eq!(s.refusal(&range_txn), None);
         s.apply(&req(AlarmAction::Activate, 1, AlarmType::Corrupt));
         assert_eq!(s.refusal(&put), Some(Error::Corrupt));

@@ -62,7 +62,11 @@ pub struct EtcdServer {
     /// The state database's size as the quota check last read it, and when (ms since `started`).
     backend_size: std::sync::atomic::AtomicU64,
     backend_size_at: std::sync::atomic::AtomicU64,
+    /// Bumped by `forget_backend_size`: a reading taken before a bump is not stored after it.
+    backend_size_gen: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+    /// Serializes Defragment calls.
+    pub defrag_lock: tokio::sync::Mutex<()>,
 }
 
 /// How long the quota check may use a size it read before.
@@ -179,7 +183,9 @@ impl EtcdServer {
             threads: parking_lot::Mutex::new(vec![raft_join, apply_join]),
             backend_size: std::sync::atomic::AtomicU64::new(0),
             backend_size_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            backend_size_gen: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
+            defrag_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -278,16 +284,23 @@ impl EtcdServer {
         if at != u64::MAX && now.saturating_sub(at) < BACKEND_SIZE_MAX_AGE_MS {
             return self.backend_size.load(Relaxed);
         }
+        use std::sync::atomic::Ordering::SeqCst;
+        let generation = self.backend_size_gen.load(SeqCst);
         let size = self.db.size_bytes();
-        self.backend_size.store(size, Relaxed);
-        self.backend_size_at.store(now, Relaxed);
+        self.backend_size.store(size, SeqCst);
+        self.backend_size_at.store(now, SeqCst);
+        // A defragment finished while we read: our reading may predate it, do not keep it.
+        if self.backend_size_gen.load(SeqCst) != generation {
+            self.backend_size_at.store(u64::MAX, SeqCst);
+        }
         size
     }
 
     /// Makes the next quota check read the size again (after a defragment).
     pub fn forget_backend_size(&self) {
-        self.backend_size_at
-            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.backend_size_gen.fetch_add(1, SeqCst);
+        self.backend_size_at.store(u64::MAX, SeqCst);
     }
 
     /// etcd's backend quota: a request that adds `cost` bytes passes while the backend stays under

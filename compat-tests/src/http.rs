@@ -67,12 +67,22 @@ pub async fn http_post(endpoint: &str, path: &str, body: &str) -> HttpResponse {
         "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    // A server may answer (e.g. 413/429) and close before it read the whole body: a failed write
+    // is not the end, the answer is read all the same.
+    let _ = s.write_all(req.as_bytes()).await;
     let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
+    let read = async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
         .await
-        .expect("response within 10 s")
-        .unwrap();
+        .expect("response within 10 s");
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = raw.split_once("\r\n\r\n").expect("a complete response");
     let status = head

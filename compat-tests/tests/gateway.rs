@@ -191,3 +191,23 @@ async fn a_large_value_fits_through_the_gateway() {
     let g = c.get("foo", None).await.unwrap();
     assert_eq!(g.kvs()[0].value().len(), value.len());
 }
+
+/// Unknown JSON fields are ignored (grpc-gateway v1 does), and Snapshot, not served, answers 501.
+#[tokio::test]
+async fn unknown_fields_are_ignored_and_unserved_methods_answer_501() {
+    let m = Member::start().await;
+    let (st, v) = post(
+        &m,
+        "/v3/kv/put",
+        r#"{"key":"Zm9v","value":"YmFy","no_such_field":1}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["header"]["revision"], "2");
+    if compat_tests::is_etcd() {
+        return;
+    }
+    let (st, v) = post(&m, "/v3/maintenance/snapshot", "{}").await;
+    assert_eq!(st, 501, "{v}");
+    assert_eq!(v["code"], 12);
+}

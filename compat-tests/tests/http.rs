@@ -85,6 +85,23 @@ async fn livez_and_readyz_answer_ok() {
         let r = http_get(&m.endpoint(), path, "").await;
         assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{path}");
     }
+    // A CORRUPT alarm makes the member not ready (it is still live).
+    let mut c = m.client().await;
+    let id = c.status().await.unwrap().header().unwrap().member_id();
+    let mut o = AlarmOptions::new();
+    o.with_member(id);
+    c.alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(o))
+        .await
+        .unwrap();
+    let r = http_get(&m.endpoint(), "/readyz", "").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.starts_with("[-]data_corruption failed"),
+        "{}",
+        r.body
+    );
+    let r = http_get(&m.endpoint(), "/livez", "").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //!
 //! The gateway calls the same service implementations as gRPC, so semantics and errors are the same;
 //! an error is answered with grpc-gateway v1's body `{"error":..,"message":..,"code":..}` and the HTTP
-//! status grpc-gateway v1 maps its code to (as etcd 3.4 and 3.5 do). Paths are etcd's (§1.1 of the
+//! status grpc-gateway v1 maps its code to (as etcd 3.4 and 3.5 do); a body over the size limit
+//! gets ResourceExhausted the same way. Unknown JSON fields are ignored, as grpc-gateway v1 does. Paths are etcd's (§1.1 of the
 //! API reference), including the `/v3/kv/lease/*` aliases; `/v3/maintenance/hash` is Hash (3.4/3.5
 //! route HashKV's JSON there too) and `/v3/maintenance/hashkv` is HashKV. Streaming methods are in
 //! `gateway_stream`.
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -63,6 +65,16 @@ pub(super) fn error_response(s: &Status) -> Response {
         .into_response()
 }
 
+/// A body the HTTP layer refused (too large, unreadable) answered like a gRPC error.
+pub(super) fn rejection_response(r: &BytesRejection) -> Response {
+    let s = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Status::resource_exhausted("grpc: received message larger than max")
+    } else {
+        Status::invalid_argument(r.body_text())
+    };
+    error_response(&s)
+}
+
 /// A request message from a JSON body (an empty body is the default message, as in the gateway).
 pub(super) fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -105,9 +117,14 @@ macro_rules! route {
         let svc = $svc.clone();
         $router = $router.route(
             $path,
-            post(move |body: Bytes| {
+            post(move |body: Result<Bytes, BytesRejection>| {
                 let svc = svc.clone();
-                async move { unary(body, |r| async move { svc.$method(r).await }).await }
+                async move {
+                    match body {
+                        Ok(body) => unary(body, |r| async move { svc.$method(r).await }).await,
+                        Err(rejected) => rejection_response(&rejected),
+                    }
+                }
             })
             .layer(axum::extract::DefaultBodyLimit::max($limit)),
         );

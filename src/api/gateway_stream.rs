@@ -1,5 +1,6 @@
 //! The gateway's streaming methods: `/v3/watch` and `/v3/lease/keepalive` (both directions
-//! streamed) and `/v3/election/observe` (server stream).
+//! streamed), `/v3/election/observe` and `/v3/maintenance/snapshot` (server streams; snapshot answers
+//! Unimplemented like its gRPC method).
 //!
 //! As in grpc-gateway v1: the request body is a sequence of JSON request messages (read as they
 //! arrive, so a client may keep the body open and send more, e.g. a cancel); the response is
@@ -22,11 +23,63 @@ use serde::Serialize;
 use tonic::codec::Codec;
 use tonic::Status;
 
-use super::gateway::{decode, error_response};
+use axum::extract::rejection::BytesRejection;
+
+use super::gateway::{decode, error_response, rejection_response};
 use super::{lease, watch_service};
-use crate::proto::etcdserverpb::{lease_server::Lease, watch_server::Watch};
+use crate::proto::etcdserverpb::{
+    lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
+};
 use crate::proto::v3electionpb::election_server::Election;
 use crate::server::EtcdServer;
+
+/// Finds where top-level JSON values end in a growing buffer, scanning each byte once (a client
+/// sending a message a byte at a time costs linear time, not a re-parse per byte).
+#[derive(Debug, Default)]
+struct JsonFramer {
+    /// Bytes of the buffer already scanned.
+    scanned: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonFramer {
+    /// The end of the first complete top-level object or array in `buf`, if it is there yet; `Err`
+    /// when the bytes cannot start or continue one (the caller lets serde word the error).
+    fn message_end(&mut self, buf: &[u8]) -> Result<Option<usize>, ()> {
+        while self.scanned < buf.len() {
+            let b = buf[self.scanned];
+            self.scanned += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' if self.depth > 0 => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let end = self.scanned;
+                        *self = JsonFramer::default();
+                        return Ok(Some(end));
+                    }
+                }
+                _ if self.depth > 0 => {}
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                _ => return Err(()),
+            }
+        }
+        Ok(None)
+    }
+}
 
 /// The JSON request messages of a body, in order, as they arrive. A message that is not valid JSON
 /// for `T` ends the sequence with InvalidArgument, one larger than `limit` bytes with
@@ -41,34 +94,55 @@ where
     struct St {
         data: futures::stream::BoxStream<'static, Result<Bytes, axum::Error>>,
         buf: Vec<u8>,
+        framer: JsonFramer,
         ended: bool,
         failed: bool,
     }
     let st = St {
         data: body.into_data_stream().boxed(),
         buf: Vec::new(),
+        framer: JsonFramer::default(),
         ended: false,
         failed: false,
+    };
+    let invalid = |bytes: &[u8]| {
+        let why = match serde_json::from_slice::<T>(bytes) {
+            Err(e) => e.to_string(),
+            Ok(_) => "invalid JSON message".to_string(),
+        };
+        Status::invalid_argument(why)
     };
     futures::stream::unfold(st, move |mut st| async move {
         loop {
             if st.failed {
                 return None;
             }
-            // One complete message from the front of the buffer, if there is one.
-            let mut it = serde_json::Deserializer::from_slice(&st.buf).into_iter::<T>();
-            match it.next() {
-                Some(Ok(m)) => {
-                    let used = it.byte_offset();
-                    st.buf.drain(..used);
-                    return Some((Ok(m), st));
+            match st.framer.message_end(&st.buf) {
+                Ok(Some(end)) => {
+                    let parsed = serde_json::from_slice::<T>(&st.buf[..end]);
+                    st.buf.drain(..end);
+                    return match parsed {
+                        Ok(m) => Some((Ok(m), st)),
+                        Err(e) => {
+                            st.failed = true;
+                            Some((Err(Status::invalid_argument(e.to_string())), st))
+                        }
+                    };
                 }
-                Some(Err(e)) if !e.is_eof() || st.ended => {
+                Err(()) => {
                     st.failed = true;
-                    return Some((Err(Status::invalid_argument(e.to_string())), st));
+                    let err = invalid(&st.buf);
+                    return Some((Err(err), st));
                 }
-                None if st.ended => return None,
-                _ => {}
+                Ok(None) if st.ended => {
+                    if st.buf.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    st.failed = true;
+                    let err = invalid(&st.buf);
+                    return Some((Err(err), st));
+                }
+                Ok(None) => {}
             }
             match st.data.next().await {
                 Some(Ok(chunk)) => {
@@ -188,6 +262,9 @@ pub fn add_routes(
     let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
     let lease = Arc::new(lease::LeaseService::new(server.clone()));
+    let maintenance = Arc::new(super::maintenance::MaintenanceService {
+        server: server.clone(),
+    });
     let election = Arc::new(super::election::ElectionService { server });
     let r = std::mem::take(router);
     *router = r
@@ -214,9 +291,13 @@ pub fn add_routes(
         )
         .route(
             "/v3/election/observe",
-            post(move |body: Bytes| {
+            post(move |body: Result<Bytes, BytesRejection>| {
                 let election = election.clone();
                 async move {
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(rejected) => return rejection_response(&rejected),
+                    };
                     let req = match decode(&body) {
                         Ok(r) => r,
                         Err(s) => return error_response(&s),
@@ -228,5 +309,65 @@ pub fn add_routes(
                 }
             })
             .layer(axum::extract::DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/v3/maintenance/snapshot",
+            post(move |body: Result<Bytes, BytesRejection>| {
+                let maintenance = maintenance.clone();
+                async move {
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(rejected) => return rejection_response(&rejected),
+                    };
+                    let req = match decode(&body) {
+                        Ok(r) => r,
+                        Err(s) => return error_response(&s),
+                    };
+                    match maintenance.snapshot(tonic::Request::new(req)).await {
+                        Ok(resp) => json_lines(resp.into_inner()),
+                        Err(s) => error_response(&s),
+                    }
+                }
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(limit)),
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every split of a body into two chunks finds the same messages, strings with braces,
+    /// brackets and escaped quotes included.
+    #[test]
+    fn the_framer_finds_messages_across_any_split() {
+        let body = br#" {"a":"}{\"[","b":[1,{"c":2}]} [3]
+{"d":"\\"}x"#;
+        for split in 0..=body.len() {
+            let mut f = JsonFramer::default();
+            let mut buf = body[..split].to_vec();
+            let mut ends = Vec::new();
+            let mut fed = false;
+            loop {
+                match f.message_end(&buf) {
+                    Ok(Some(end)) => {
+                        ends.push(String::from_utf8_lossy(&buf[..end]).trim().to_string());
+                        buf.drain(..end);
+                    }
+                    Ok(None) if !fed => {
+                        buf.extend_from_slice(&body[split..]);
+                        fed = true;
+                    }
+                    Ok(None) => panic!("x is not JSON (split {split})"),
+                    Err(()) => break,
+                }
+            }
+            assert_eq!(
+                ends,
+                [r#"{"a":"}{\"[","b":[1,{"c":2}]}"#, "[3]", r#"{"d":"\\"}"#],
+                "split {split}"
+            );
+            assert_eq!(String::from_utf8_lossy(&buf).trim(), "x");
+        }
+    }
 }

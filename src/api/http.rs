@@ -6,8 +6,8 @@
 //! `/health` follows etcd 3.5: unhealthy (503) when an alarm is active (`?exclude=NOSPACE` ignores
 //! that one), when there is no leader (unless `?serializable=true`), or when a read fails (a
 //! linearizable one unless `?serializable=true`); the body is `{"health":"true|false","reason":"..."}`.
-//! `/livez` checks that a local read is served, `/readyz` also that there is a leader and a
-//! linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
+//! `/livez` checks that a local read is served, `/readyz` also that no CORRUPT alarm is active, that
+//! there is a leader and that a linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
 //! Prometheus text with a small set of etcd's gauges (leader, sizes, quota, revision, raft indexes,
 //! versions); the rest of etcd's metrics are not exported yet.
 
@@ -259,7 +259,7 @@ async fn health(s: &EtcdServer, query: &str) -> Response {
     let unhealthy = |reason: String| {
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(r#"{{"health":"false","reason":"{}"}}"#, escape(&reason)),
+            serde_json::json!({"health": "false", "reason": reason}).to_string(),
         )
     };
     for a in s.alarms.get() {
@@ -290,6 +290,14 @@ async fn probe(s: &EtcdServer, ready: bool) -> Response {
         return failed("serializable_read", e);
     }
     if ready {
+        let corrupt = s
+            .alarms
+            .get()
+            .iter()
+            .any(|a| a.alarm == crate::proto::etcdserverpb::AlarmType::Corrupt as i32);
+        if corrupt {
+            return failed("data_corruption", "alarm activated".into());
+        }
         if s.raft.status.leader() == 0 {
             return failed("leader", "no leader".into());
         }
@@ -298,11 +306,6 @@ async fn probe(s: &EtcdServer, ready: bool) -> Response {
         }
     }
     (StatusCode::OK, "ok").into_response()
-}
-
-/// Escapes `"` and `\` for a JSON string (reasons are error texts).
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 #[cfg(test)]

@@ -126,7 +126,14 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
-        match s.propose(Internal::Alarm(req.into_inner())).await? {
+        let r = req.into_inner();
+        if !crate::alarm::AlarmSet::known_type(r.alarm) {
+            return Err(Status::invalid_argument(format!(
+                "unknown alarm type {}",
+                r.alarm
+            )));
+        }
+        match s.propose(Internal::Alarm(r)).await? {
             Applied::Alarm(mut r) => {
                 r.header = Some(s.header(s.store.current_revision()));
                 Ok(Response::new(r))
@@ -143,6 +150,8 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
+        // One at a time: a second caller waits here, not on a blocking-pool thread.
+        let _one = s.defrag_lock.lock().await;
         let started = std::time::Instant::now();
         s.blocking(|db| db.defragment()).await?;
         s.forget_backend_size();
