@@ -272,7 +272,7 @@ async fn health(s: &EtcdServer, query: &str) -> Response {
         return unhealthy("RAFT NO LEADER".into());
     }
     if let Err(e) = check_read(s, !serializable).await {
-        return unhealthy(format!("QGET ERROR:{e}"));
+        return unhealthy(format!("RANGE ERROR:{e}"));
     }
     json(StatusCode::OK, r#"{"health":"true","reason":""}"#.into())
 }
