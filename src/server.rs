@@ -329,6 +329,11 @@ impl EtcdServer {
         Err(Error::NoSpace)
     }
 
+    /// Proposals waiting for their result on this member.
+    pub fn proposals_pending(&self) -> usize {
+        self.waits.len()
+    }
+
     /// The applied raft index.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()

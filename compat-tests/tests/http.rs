@@ -69,6 +69,8 @@ async fn metrics_carry_leader_and_revision_gauges() {
         "etcd_server_has_leader 1",
         "etcd_server_is_leader 1",
         "etcd_debugging_mvcc_current_revision 3",
+        "etcd_server_leader_changes_seen_total 1",
+        "etcd_server_proposals_pending 0",
         "# TYPE etcd_mvcc_db_total_size_in_bytes gauge",
     ] {
         assert!(lines.contains(&want), "missing {want:?}");

@@ -8,8 +8,8 @@
 //! linearizable one unless `?serializable=true`); the body is `{"health":"true|false","reason":"..."}`.
 //! `/livez` checks that a local read is served, `/readyz` also that no CORRUPT alarm is active, that
 //! there is a leader and that a linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
-//! Prometheus text with a small set of etcd's gauges (leader, sizes, quota, revision, raft indexes,
-//! versions); the rest of etcd's metrics are not exported yet.
+//! Prometheus text with a small set of etcd's metrics (leader, leader changes, pending proposals,
+//! sizes, quota, revision, raft indexes, versions); the rest of etcd's metrics are not exported yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +99,14 @@ fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: impl std
     let _ = writeln!(out, "{name}{labels} {value}");
 }
 
+/// One counter in Prometheus' text format.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 async fn metrics(s: &EtcdServer) -> Response {
     let sizes = s
         .blocking(|db| Ok((db.size_bytes(), db.size_in_use_bytes())))
@@ -152,6 +160,19 @@ async fn metrics(s: &EtcdServer) -> Response {
         "Which version is running. 1 for 'cluster_version' label with current cluster version",
         &format!("{{cluster_version=\"{}\"}}", cluster.join(".")),
         1,
+    );
+    counter(
+        &mut out,
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+        st.leader_changes.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit.",
+        "",
+        s.proposals_pending(),
     );
     gauge(
         &mut out,

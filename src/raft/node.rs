@@ -101,6 +101,8 @@ pub struct RaftStatus {
     pub is_learner: std::sync::atomic::AtomicBool,
     /// This member is no longer in the configuration.
     pub removed: std::sync::atomic::AtomicBool,
+    /// How many times this member saw a new leader (etcd's `etcd_server_leader_changes_seen_total`).
+    pub leader_changes: AtomicU64,
 }
 
 impl RaftStatus {
@@ -487,7 +489,10 @@ impl Node {
 
     fn publish_status(&self) {
         let r = &self.raw.raft;
-        self.status.leader.store(r.leader_id, Ordering::Release);
+        let before = self.status.leader.swap(r.leader_id, Ordering::AcqRel);
+        if r.leader_id != 0 && r.leader_id != before {
+            self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
         self.status.term.store(r.term, Ordering::Release);
         self.status
             .commit

@@ -64,6 +64,15 @@ impl<T> Wait<T> {
         }
     }
 
+    /// Requests waiting for their result.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn cancel(&self, id: u64) {
         self.map.lock().remove(&id);
     }
