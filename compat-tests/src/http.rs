@@ -12,14 +12,10 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// One `GET <path>` over HTTP/1.1 with `Connection: close`, plus `extra` header lines.
-pub async fn http_get(endpoint: &str, path: &str, extra: &str) -> HttpResponse {
+/// Sends one whole HTTP/1.1 request (with `Connection: close`) and reads the whole answer.
+async fn exchange(endpoint: &str, request: &str) -> HttpResponse {
     let mut s = tokio::net::TcpStream::connect(endpoint).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n",
-        endpoint
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
         .await
@@ -37,6 +33,13 @@ pub async fn http_get(endpoint: &str, path: &str, extra: &str) -> HttpResponse {
         head: head.to_ascii_lowercase(),
         body: dechunk(head, body),
     }
+}
+
+/// One `GET <path>`, plus `extra` header lines.
+pub async fn http_get(endpoint: &str, path: &str, extra: &str) -> HttpResponse {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {endpoint}\r\n{extra}Connection: close\r\n\r\n");
+    exchange(endpoint, &req).await
 }
 
 /// The body of a response that may use chunked transfer encoding (etcd's Go server does).
@@ -60,41 +63,13 @@ fn dechunk(head: &str, body: &str) -> String {
     out
 }
 
-/// One `POST <path>` with a JSON `body` over HTTP/1.1 with `Connection: close`.
+/// One `POST <path>` with a JSON `body`.
 pub async fn http_post(endpoint: &str, path: &str, body: &str) -> HttpResponse {
-    let mut s = tokio::net::TcpStream::connect(endpoint).await.unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    // A server may answer (e.g. 413/429) and close before it read the whole body: a failed write
-    // is not the end, the answer is read all the same.
-    let _ = s.write_all(req.as_bytes()).await;
-    let mut raw = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 16384];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read)
-        .await
-        .expect("response within 10 s");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("a complete response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    HttpResponse {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: dechunk(head, rest),
-    }
+    exchange(endpoint, &req).await
 }
 
 /// A streamed response (the gateway's watch): lines of the chunked body as they arrive.

@@ -20,16 +20,21 @@ fn for_member(id: u64) -> Option<AlarmOptions> {
     Some(o)
 }
 
+/// (member id, alarm type) of every alarm in `r`.
+fn pairs(r: &etcd_client::AlarmResponse) -> Vec<(u64, AlarmType)> {
+    r.alarms()
+        .iter()
+        .map(|a| (a.member_id(), a.alarm()))
+        .collect()
+}
+
 /// (member id, alarm type) of every alarm GET answers.
 async fn alarms(c: &mut Client) -> Vec<(u64, AlarmType)> {
     let r = c
         .alarm(AlarmAction::Get, AlarmType::None, None)
         .await
         .unwrap();
-    r.alarms()
-        .iter()
-        .map(|a| (a.member_id(), a.alarm()))
-        .collect()
+    pairs(&r)
 }
 
 async fn member_id(c: &mut Client) -> u64 {
@@ -74,12 +79,7 @@ async fn nospace_refuses_writes_that_add_data_until_deactivated() {
         .alarm(AlarmAction::Activate, AlarmType::Nospace, for_member(id))
         .await
         .unwrap();
-    let got: Vec<_> = r
-        .alarms()
-        .iter()
-        .map(|a| (a.member_id(), a.alarm()))
-        .collect();
-    assert_eq!(got, vec![(id, AlarmType::Nospace)]);
+    assert_eq!(pairs(&r), vec![(id, AlarmType::Nospace)]);
     assert_eq!(alarms(&mut c).await, vec![(id, AlarmType::Nospace)]);
 
     assert_grpc_error(
@@ -132,12 +132,7 @@ async fn nospace_refuses_writes_that_add_data_until_deactivated() {
         .alarm(AlarmAction::Deactivate, AlarmType::Nospace, for_member(id))
         .await
         .unwrap();
-    let got: Vec<_> = r
-        .alarms()
-        .iter()
-        .map(|a| (a.member_id(), a.alarm()))
-        .collect();
-    assert_eq!(got, vec![(id, AlarmType::Nospace)]);
+    assert_eq!(pairs(&r), vec![(id, AlarmType::Nospace)]);
     assert!(alarms(&mut c).await.is_empty());
     let p = c.put("a", "x", None).await.unwrap();
     assert_eq!(hdr(p.header()).revision(), 6);

@@ -253,6 +253,31 @@ where
     }
 }
 
+/// A server-streaming method: one JSON request, the answers as JSON lines.
+async fn server_stream<Req, Resp, S, Fut>(
+    body: Result<Bytes, BytesRejection>,
+    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Fut: Future<Output = Result<tonic::Response<S>, Status>>,
+{
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => return rejection_response(&rejected),
+    };
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(s) => return error_response(&s),
+    };
+    match call(tonic::Request::new(req)).await {
+        Ok(resp) => json_lines(resp.into_inner()),
+        Err(s) => error_response(&s),
+    }
+}
+
 /// Adds the streaming gateway paths to `router`.
 pub fn add_routes(
     router: &mut axum::Router,
@@ -294,18 +319,7 @@ pub fn add_routes(
             post(move |body: Result<Bytes, BytesRejection>| {
                 let election = election.clone();
                 async move {
-                    let body = match body {
-                        Ok(b) => b,
-                        Err(rejected) => return rejection_response(&rejected),
-                    };
-                    let req = match decode(&body) {
-                        Ok(r) => r,
-                        Err(s) => return error_response(&s),
-                    };
-                    match election.observe(tonic::Request::new(req)).await {
-                        Ok(resp) => json_lines(resp.into_inner()),
-                        Err(s) => error_response(&s),
-                    }
+                    server_stream(body, |r| async move { election.observe(r).await }).await
                 }
             })
             .layer(axum::extract::DefaultBodyLimit::max(limit)),
@@ -315,18 +329,7 @@ pub fn add_routes(
             post(move |body: Result<Bytes, BytesRejection>| {
                 let maintenance = maintenance.clone();
                 async move {
-                    let body = match body {
-                        Ok(b) => b,
-                        Err(rejected) => return rejection_response(&rejected),
-                    };
-                    let req = match decode(&body) {
-                        Ok(r) => r,
-                        Err(s) => return error_response(&s),
-                    };
-                    match maintenance.snapshot(tonic::Request::new(req)).await {
-                        Ok(resp) => json_lines(resp.into_inner()),
-                        Err(s) => error_response(&s),
-                    }
+                    server_stream(body, |r| async move { maintenance.snapshot(r).await }).await
                 }
             })
             .layer(axum::extract::DefaultBodyLimit::max(limit)),
