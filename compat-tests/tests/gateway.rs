@@ -211,3 +211,27 @@ async fn unknown_fields_are_ignored_and_unserved_methods_answer_501() {
     assert_eq!(st, 501, "{v}");
     assert_eq!(v["code"], 12);
 }
+
+/// `/v3/election/observe` streams the election's leader as JSON lines: the current one at once,
+/// then each proclaimed value.
+#[tokio::test]
+async fn election_observe_streams_leaders() {
+    let m = Member::start().await;
+    let mut c = m.client().await;
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    let won = c.campaign("el", "v1", lease).await.unwrap();
+    let leader = won.leader().unwrap().clone();
+    // "el" and "v1"/"v2" in base64.
+    let mut o = HttpStream::post(&m.endpoint(), "/v3/election/observe", r#"{"name":"ZWw="}"#).await;
+    assert_eq!(o.status, 200);
+    let first: Value = serde_json::from_str(&o.next_line().await).unwrap();
+    assert_eq!(first["result"]["kv"]["value"], "djE=", "{first}");
+    c.proclaim(
+        "v2",
+        Some(etcd_client::ProclaimOptions::new().with_leader(leader)),
+    )
+    .await
+    .unwrap();
+    let next: Value = serde_json::from_str(&o.next_line().await).unwrap();
+    assert_eq!(next["result"]["kv"]["value"], "djI=", "{next}");
+}
