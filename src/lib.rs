@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;

@@ -75,6 +75,19 @@ async fn metrics_carry_leader_and_revision_gauges() {
     ] {
         assert!(lines.contains(&want), "missing {want:?}");
     }
+    // Two puts were synced to the raft log and written by apply: both histograms counted them.
+    for h in [
+        "etcd_disk_wal_fsync_duration_seconds",
+        "etcd_disk_backend_commit_duration_seconds",
+    ] {
+        let count = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{h}_count ")))
+            .unwrap_or_else(|| panic!("no {h}_count"));
+        assert!(count.parse::<u64>().unwrap() >= 2, "{h}_count {count}");
+        let inf = format!("{h}_bucket{{le=\"+Inf\"}} {count}");
+        assert!(lines.contains(&inf.as_str()), "missing {inf:?}");
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! `/livez` checks that a local read is served, `/readyz` also that no CORRUPT alarm is active, that
 //! there is a leader and that a linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
 //! Prometheus text with a small set of etcd's metrics (leader, leader changes, pending proposals,
-//! sizes, quota, revision, raft indexes, versions); the rest of etcd's metrics are not exported yet.
+//! sizes, quota, revision, raft indexes, versions, WAL fsync and backend commit durations); the rest of etcd's metrics are not exported yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,6 +222,16 @@ async fn metrics(s: &EtcdServer) -> Response {
         "The revision of the last compaction in store.",
         "",
         s.store.compact_revision(),
+    );
+    crate::metrics::WAL_FSYNC.render(
+        &mut out,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "The latency distributions of fsync called by WAL.",
+    );
+    crate::metrics::BACKEND_COMMIT.render(
+        &mut out,
+        "etcd_disk_backend_commit_duration_seconds",
+        "The latency distributions of commit called by backend.",
     );
     (
         StatusCode::OK,

@@ -243,7 +243,9 @@ impl<'a> WriteBatch<'a> {
             self.batch.put_cf(&cf, k, v);
         }
         drop(cf);
+        let started = std::time::Instant::now();
         self.store.db().write(self.batch, false)?;
+        crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
         let mut cache = self.store.latest_cache();
         for (key, mut versions) in self.overlay {
             if let Some((_, kv)) = versions.pop() {

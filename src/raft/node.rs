@@ -471,7 +471,11 @@ impl Node {
         self.hand_to_apply(committed);
         // 5. Persist entries and hard state.
         let sync = rd.must_sync();
+        let started = std::time::Instant::now();
         self.storage.append(rd.entries(), rd.hs(), sync)?;
+        if sync {
+            crate::metrics::WAL_FSYNC.observe(started.elapsed());
+        }
         // 6. Messages that needed the persisted state.
         let msgs = rd.take_persisted_messages();
         self.send_messages(msgs);
