@@ -127,6 +127,13 @@ impl Periodic {
     }
 }
 
+/// The revision mode's decision at a tick: compact at `current - retention` unless that is not a
+/// revision yet or was compacted at last time.
+fn revision_due(current: i64, retention: i64, last: i64) -> Option<i64> {
+    let rev = current - retention;
+    (rev > 0 && rev != last).then_some(rev)
+}
+
 /// Proposes a compaction at `rev`; true when it is done (or was already).
 async fn compact(server: &EtcdServer, rev: i64, mode: &str) -> bool {
     let started = Instant::now();
@@ -185,10 +192,10 @@ pub async fn run(server: Arc<EtcdServer>, policy: Policy, mut stop: watch::Recei
                 if !is_leader(&server) {
                     continue;
                 }
-                let rev = server.store.current_revision() - retention;
-                if rev <= 0 || rev == prev {
+                let Some(rev) = revision_due(server.store.current_revision(), retention, prev)
+                else {
                     continue;
-                }
+                };
                 if compact(&server, rev, "revision").await {
                     prev = rev;
                 }
@@ -252,6 +259,15 @@ mod tests {
             }
         }
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn revision_mode_keeps_the_retention_and_never_repeats() {
+        assert_eq!(revision_due(50, 100, 0), None);
+        assert_eq!(revision_due(100, 100, 0), None);
+        assert_eq!(revision_due(150, 100, 0), Some(50));
+        assert_eq!(revision_due(150, 100, 50), None);
+        assert_eq!(revision_due(151, 100, 50), Some(51));
     }
 
     /// A period over an hour compacts hourly at the revision of one period ago.

@@ -278,13 +278,12 @@ impl EtcdServer {
     /// The state database's size, read again when the last reading is older than 100 ms (reading
     /// RocksDB's size properties on every write would cost more than the write's own bookkeeping).
     fn backend_size(&self) -> u64 {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = self.started.elapsed().as_millis() as u64;
-        let at = self.backend_size_at.load(Relaxed);
-        if at != u64::MAX && now.saturating_sub(at) < BACKEND_SIZE_MAX_AGE_MS {
-            return self.backend_size.load(Relaxed);
-        }
         use std::sync::atomic::Ordering::SeqCst;
+        let now = self.started.elapsed().as_millis() as u64;
+        let at = self.backend_size_at.load(SeqCst);
+        if at != u64::MAX && now.saturating_sub(at) < BACKEND_SIZE_MAX_AGE_MS {
+            return self.backend_size.load(SeqCst);
+        }
         let generation = self.backend_size_gen.load(SeqCst);
         let size = self.db.size_bytes();
         self.backend_size.store(size, SeqCst);

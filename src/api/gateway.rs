@@ -7,7 +7,7 @@
 //! status grpc-gateway v1 maps its code to (as etcd 3.4 and 3.5 do); a body over the size limit
 //! gets ResourceExhausted the same way. Unknown JSON fields are ignored, as grpc-gateway v1 does. Paths are etcd's (§1.1 of the
 //! API reference), including the `/v3/kv/lease/*` aliases; `/v3/maintenance/hash` is Hash (3.4/3.5
-//! route HashKV's JSON there too) and `/v3/maintenance/hashkv` is HashKV. Streaming methods are in
+//! route HashKV's JSON there too) and `/v3/maintenance/hashkv` is HashKV. The streaming machinery is in
 //! `gateway_stream`.
 
 use std::future::Future;
@@ -22,7 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Code, Status};
 
-use super::{cluster, kv, lease, lock, maintenance, NotServed};
+use super::{cluster, gateway_stream, kv, lease, lock, maintenance, NotServed};
+use crate::error::Error;
 use crate::proto::etcdserverpb::{
     auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance,
@@ -65,27 +66,28 @@ pub(super) fn error_response(s: &Status) -> Response {
         .into_response()
 }
 
-/// A body the HTTP layer refused (too large, unreadable) answered like a gRPC error.
-pub(super) fn rejection_response(r: &BytesRejection) -> Response {
-    let s = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Status::resource_exhausted("grpc: received message larger than max")
-    } else {
-        Status::invalid_argument(r.body_text())
-    };
-    error_response(&s)
-}
-
-/// A request message from a JSON body (an empty body is the default message, as in the gateway).
-pub(super) fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+/// The request message of a one-message body: the body the HTTP layer accepted (an over-limit one
+/// is ResourceExhausted) decoded from JSON (an empty body is the default message, as in the
+/// gateway).
+pub(super) fn request_of<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Status> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge
+        } else {
+            Error::InvalidJson(r.body_text())
+        }
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+    serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()).into())
 }
 
-/// Decodes the body, calls the service method and encodes its answer.
+/// A unary method: decodes the body, calls the service method and encodes its answer.
 async fn unary<Req, Resp, Fut>(
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Response
 where
@@ -93,7 +95,7 @@ where
     Resp: Serialize,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let req = match decode::<Req>(&body) {
+    let req = match request_of::<Req>(body) {
         Ok(r) => r,
         Err(s) => return error_response(&s),
     };
@@ -105,33 +107,33 @@ where
                 json,
             )
                 .into_response(),
-            Err(e) => error_response(&Status::internal(e.to_string())),
+            Err(e) => error_response(&Error::Internal(e.to_string()).into()),
         },
         Err(s) => error_response(&s),
     }
 }
 
-/// Adds `POST <path>` calling `$svc.$method` to `$router`.
+/// Adds `POST <path>` to `$router`: the body goes to `$svc.$method` through `$via` (`unary`, or
+/// `gateway_stream::server_stream` for a server-streaming method).
 macro_rules! route {
-    ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident) => {{
+    ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident) => {
+        route!($router, $limit, $path, $svc, $method, unary)
+    };
+    ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident, $via:path) => {{
         let svc = $svc.clone();
         $router = $router.route(
             $path,
             post(move |body: Result<Bytes, BytesRejection>| {
                 let svc = svc.clone();
-                async move {
-                    match body {
-                        Ok(body) => unary(body, |r| async move { svc.$method(r).await }).await,
-                        Err(rejected) => rejection_response(&rejected),
-                    }
-                }
+                async move { $via(body, |r| async move { svc.$method(r).await }).await }
             })
             .layer(axum::extract::DefaultBodyLimit::max($limit)),
         );
     }};
 }
 
-/// Adds every unary gateway path to `router`.
+/// Adds the gateway's unary and server-streaming paths to `router` (the bidirectional ones are in
+/// `gateway_stream`).
 pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
     let kv = Arc::new(kv::KvService {
         server: server.clone(),
@@ -258,6 +260,22 @@ pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
     route!(r, limit, "/v3/election/proclaim", election, proclaim);
     route!(r, limit, "/v3/election/leader", election, leader);
     route!(r, limit, "/v3/election/resign", election, resign);
+    route!(
+        r,
+        limit,
+        "/v3/election/observe",
+        election,
+        observe,
+        gateway_stream::server_stream
+    );
+    route!(
+        r,
+        limit,
+        "/v3/maintenance/snapshot",
+        maintenance,
+        snapshot,
+        gateway_stream::server_stream
+    );
     *router = r;
 }
 
@@ -297,17 +315,17 @@ mod tests {
             serde_json::to_string(&resp).unwrap(),
             r#"{"header":{"cluster_id":"1","member_id":"2","revision":"3","raft_term":"4"},"kvs":[{"key":"Zm9v","create_revision":"3","mod_revision":"3","version":"1","value":"YmFy"}],"count":"1"}"#
         );
-        let r: RangeRequest =
-            decode(br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":5,"sort_order":"DESCEND"}"#)
-                .unwrap();
+        let body = br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":5,"sort_order":"DESCEND"}"#;
+        let r: RangeRequest = request_of(Ok(Bytes::from_static(body))).unwrap();
         assert_eq!(r.key, b"foo");
         assert_eq!(r.range_end, b"fop");
         assert_eq!(r.limit, 5);
         assert_eq!(r.sort_order, 2);
         assert_eq!(
-            decode::<RangeRequest>(b" ").unwrap(),
+            request_of::<RangeRequest>(Ok(Bytes::from_static(b" "))).unwrap(),
             RangeRequest::default()
         );
-        assert!(decode::<RangeRequest>(b"{").is_err());
+        let bad = request_of::<RangeRequest>(Ok(Bytes::from_static(b"{"))).unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
     }
 }

@@ -1,6 +1,7 @@
-//! The gateway's streaming methods: `/v3/watch` and `/v3/lease/keepalive` (both directions
-//! streamed), `/v3/election/observe` and `/v3/maintenance/snapshot` (server streams; snapshot answers
-//! Unimplemented like its gRPC method).
+//! The gateway's streaming machinery: `/v3/watch` and `/v3/lease/keepalive` (both directions
+//! streamed, routed here), and `server_stream`, through which `gateway` routes the server-streaming
+//! methods (`/v3/election/observe`; `/v3/maintenance/snapshot`, which answers Unimplemented like its
+//! gRPC method).
 //!
 //! As in grpc-gateway v1: the request body is a sequence of JSON request messages (read as they
 //! arrive, so a client may keep the body open and send more, e.g. a cancel); the response is
@@ -25,12 +26,10 @@ use tonic::Status;
 
 use axum::extract::rejection::BytesRejection;
 
-use super::gateway::{decode, error_response, rejection_response};
+use super::gateway::{error_response, request_of};
 use super::{lease, watch_service};
-use crate::proto::etcdserverpb::{
-    lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
-};
-use crate::proto::v3electionpb::election_server::Election;
+use crate::error::Error;
+use crate::proto::etcdserverpb::{lease_server::Lease, watch_server::Watch};
 use crate::server::EtcdServer;
 
 /// Finds where top-level JSON values end in a growing buffer, scanning each byte once (a client
@@ -110,7 +109,7 @@ where
             Err(e) => e.to_string(),
             Ok(_) => "invalid JSON message".to_string(),
         };
-        Status::invalid_argument(why)
+        Status::from(Error::InvalidJson(why))
     };
     futures::stream::unfold(st, move |mut st| async move {
         loop {
@@ -125,7 +124,7 @@ where
                         Ok(m) => Some((Ok(m), st)),
                         Err(e) => {
                             st.failed = true;
-                            Some((Err(Status::invalid_argument(e.to_string())), st))
+                            Some((Err(Error::InvalidJson(e.to_string()).into()), st))
                         }
                     };
                 }
@@ -149,15 +148,12 @@ where
                     st.buf.extend_from_slice(&chunk);
                     if st.buf.len() > limit {
                         st.failed = true;
-                        return Some((
-                            Err(Status::resource_exhausted("request message too large")),
-                            st,
-                        ));
+                        return Some((Err(Error::BodyTooLarge.into()), st));
                     }
                 }
                 Some(Err(e)) => {
                     st.failed = true;
-                    return Some((Err(Status::cancelled(e.to_string())), st));
+                    return Some((Err(Error::BodyAborted(e.to_string()).into()), st));
                 }
                 None => st.ended = true,
             }
@@ -217,7 +213,7 @@ where
                 Ok(json) => Bytes::from(format!("{{\"result\":{json}}}\n")),
                 Err(e) => {
                     *ended = true;
-                    error_line(&Status::internal(e.to_string()))
+                    error_line(&Error::Internal(e.to_string()).into())
                 }
             },
             Err(s) => {
@@ -254,7 +250,7 @@ where
 }
 
 /// A server-streaming method: one JSON request, the answers as JSON lines.
-async fn server_stream<Req, Resp, S, Fut>(
+pub(super) async fn server_stream<Req, Resp, S, Fut>(
     body: Result<Bytes, BytesRejection>,
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Response
@@ -264,11 +260,7 @@ where
     S: Stream<Item = Result<Resp, Status>> + Send + 'static,
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
-    let body = match body {
-        Ok(b) => b,
-        Err(rejected) => return rejection_response(&rejected),
-    };
-    let req = match decode(&body) {
+    let req = match request_of(body) {
         Ok(r) => r,
         Err(s) => return error_response(&s),
     };
@@ -286,11 +278,7 @@ pub fn add_routes(
 ) {
     let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
-    let lease = Arc::new(lease::LeaseService::new(server.clone()));
-    let maintenance = Arc::new(super::maintenance::MaintenanceService {
-        server: server.clone(),
-    });
-    let election = Arc::new(super::election::ElectionService { server });
+    let lease = Arc::new(lease::LeaseService::new(server));
     let r = std::mem::take(router);
     *router = r
         .route(
@@ -313,26 +301,6 @@ pub fn add_routes(
                     .await
                 }
             }),
-        )
-        .route(
-            "/v3/election/observe",
-            post(move |body: Result<Bytes, BytesRejection>| {
-                let election = election.clone();
-                async move {
-                    server_stream(body, |r| async move { election.observe(r).await }).await
-                }
-            })
-            .layer(axum::extract::DefaultBodyLimit::max(limit)),
-        )
-        .route(
-            "/v3/maintenance/snapshot",
-            post(move |body: Result<Bytes, BytesRejection>| {
-                let maintenance = maintenance.clone();
-                async move {
-                    server_stream(body, |r| async move { maintenance.snapshot(r).await }).await
-                }
-            })
-            .layer(axum::extract::DefaultBodyLimit::max(limit)),
         );
 }
 

@@ -117,7 +117,7 @@ async fn metrics(s: &EtcdServer) -> Response {
     let st = &s.raft.status;
     let leader = st.leader();
     let v = &s.cfg.etcd_version;
-    let cluster: Vec<&str> = v.split('.').take(2).collect();
+    let cluster = cluster_version(v);
     let mut out = String::new();
     gauge(
         &mut out,
@@ -158,7 +158,7 @@ async fn metrics(s: &EtcdServer) -> Response {
         &mut out,
         "etcd_cluster_version",
         "Which version is running. 1 for 'cluster_version' label with current cluster version",
-        &format!("{{cluster_version=\"{}\"}}", cluster.join(".")),
+        &format!("{{cluster_version=\"{cluster}\"}}"),
         1,
     );
     counter(
@@ -248,15 +248,23 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The cluster version etcd reports for a server version: its major.minor (every member runs the
+/// same binary).
+fn cluster_version(server_version: &str) -> String {
+    server_version
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 fn version(s: &EtcdServer) -> Response {
-    // The cluster version is the server version's major.minor (every member runs the same binary).
     let v = &s.cfg.etcd_version;
-    let cluster: Vec<&str> = v.split('.').take(2).collect();
     json(
         StatusCode::OK,
         format!(
             r#"{{"etcdserver":"{v}","etcdcluster":"{}.0"}}"#,
-            cluster.join(".")
+            cluster_version(v)
         ),
     )
 }

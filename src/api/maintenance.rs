@@ -128,10 +128,7 @@ impl Maintenance for MaintenanceService {
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
         if !crate::alarm::AlarmSet::known_type(r.alarm) {
-            return Err(Status::invalid_argument(format!(
-                "unknown alarm type {}",
-                r.alarm
-            )));
+            return Err(Error::UnknownAlarmType(r.alarm).into());
         }
         match s.propose(Internal::Alarm(r)).await? {
             Applied::Alarm(mut r) => {

@@ -1,5 +1,6 @@
 //! The client API: one tonic server per client URL carrying every etcd v3 service, plus
-//! `grpc.health.v1.Health`, etcd's JSON gateway (`gateway`) and plain-HTTP endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
+//! `grpc.health.v1.Health`, etcd's JSON gateway (`gateway`, `gateway_stream`) and plain-HTTP
+//! endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
 //! Services not served yet are registered so that their RPCs answer `Unimplemented`.
 
 mod cluster;
