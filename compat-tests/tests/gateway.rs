@@ -235,3 +235,21 @@ async fn election_observe_streams_leaders() {
     let next: Value = serde_json::from_str(&o.next_line().await).unwrap();
     assert_eq!(next["result"]["kv"]["value"], "djI=", "{next}");
 }
+
+/// A request that is not valid JSON ends the reading of the body, not the watch: the watch created
+/// before it keeps streaming events (etcd 3.4's gateway does the same).
+#[tokio::test]
+async fn bad_json_in_a_watch_body_stops_reading_but_not_the_watch() {
+    let m = Member::start().await;
+    let mut w = HttpStream::post(
+        &m.endpoint(),
+        "/v3/watch",
+        r#"{"create_request":{"key":"Zm9v"}}{bad"#,
+    )
+    .await;
+    let created: Value = serde_json::from_str(&w.next_line().await).unwrap();
+    assert_eq!(created["result"]["created"], true, "{created}");
+    post(&m, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#).await;
+    let put: Value = serde_json::from_str(&w.next_line().await).unwrap();
+    assert_eq!(put["result"]["events"][0]["kv"]["value"], "YmFy", "{put}");
+}

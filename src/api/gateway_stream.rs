@@ -80,9 +80,9 @@ impl JsonFramer {
     }
 }
 
-/// The JSON request messages of a body, in order, as they arrive. A message that is not valid JSON
-/// for `T` ends the sequence with InvalidArgument, one larger than `limit` bytes with
-/// ResourceExhausted.
+/// The JSON request messages of a body, in order, as they arrive. At a message that is not valid
+/// JSON for `T` the sequence just ends (the responses go on), as etcd 3.4's gateway does; a message
+/// larger than `limit` bytes ends it with ResourceExhausted.
 fn json_messages<T>(
     body: Body,
     limit: usize,
@@ -107,9 +107,9 @@ where
     let invalid = |bytes: &[u8]| {
         let why = match serde_json::from_slice::<T>(bytes) {
             Err(e) => e.to_string(),
-            Ok(_) => "invalid JSON message".to_string(),
+            Ok(_) => "not a JSON object".to_string(),
         };
-        Status::from(Error::InvalidJson(why))
+        tracing::debug!(error = %why, "gateway stream: request is not valid JSON, reading stops");
     };
     futures::stream::unfold(st, move |mut st| async move {
         loop {
@@ -123,23 +123,20 @@ where
                     return match parsed {
                         Ok(m) => Some((Ok(m), st)),
                         Err(e) => {
-                            st.failed = true;
-                            Some((Err(Error::InvalidJson(e.to_string()).into()), st))
+                            tracing::debug!(error = %e, "gateway stream: request is not valid JSON, reading stops");
+                            None
                         }
                     };
                 }
                 Err(()) => {
-                    st.failed = true;
-                    let err = invalid(&st.buf);
-                    return Some((Err(err), st));
+                    invalid(&st.buf);
+                    return None;
                 }
                 Ok(None) if st.ended => {
-                    if st.buf.iter().all(u8::is_ascii_whitespace) {
-                        return None;
+                    if !st.buf.iter().all(u8::is_ascii_whitespace) {
+                        invalid(&st.buf);
                     }
-                    st.failed = true;
-                    let err = invalid(&st.buf);
-                    return Some((Err(err), st));
+                    return None;
                 }
                 Ok(None) => {}
             }
