@@ -221,6 +221,7 @@ impl Applier {
                             None => self.apply_one(&mut wb, other),
                         },
                     };
+                    let result = stop_on_fault(e.index, result)?;
                     match (&result, revoking) {
                         (Ok(Applied::LeaseGrant(g)), _) => lease_changes.push((g.id, Some(g.ttl))),
                         (Ok(Applied::LeaseRevoke(_)), Some(id)) => lease_changes.push((id, None)),
@@ -241,7 +242,8 @@ impl Applier {
                         Some(Request::MemberChange(m)) => Some(m),
                         _ => None,
                     });
-                    let result = self.apply_conf_change(&mut wb, cc, change);
+                    let result =
+                        stop_on_fault(e.index, self.apply_conf_change(&mut wb, cc, change))?;
                     members_changed = true;
                     member_record_changed = true;
                     if let Some(id) = id {
@@ -385,6 +387,7 @@ impl Applier {
         };
         match req {
             Request::Put(p) => {
+                test_panic_point(&p.key);
                 let r = wb.put(&p);
                 let rev = wb.end_txn();
                 r.map(|mut r| {
@@ -460,6 +463,35 @@ impl Applier {
             )),
             Request::Alarm(_) => Err(Error::Internal("an alarm request outside apply_run".into())),
         }
+    }
+}
+
+/// The key whose put makes the apply thread panic in debug builds run with `METASTORE_TEST_PANIC`
+/// set: how the tests check that a panic on an internal thread stops the process. Release builds
+/// have no such point.
+pub const TEST_PANIC_KEY: &[u8] = b"\0metastore-test-panic";
+
+#[cfg(debug_assertions)]
+fn test_panic_point(key: &[u8]) {
+    if key == TEST_PANIC_KEY && std::env::var_os("METASTORE_TEST_PANIC").is_some() {
+        panic!("METASTORE_TEST_PANIC: panicking on the apply thread as asked");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_panic_point(_: &[u8]) {}
+
+/// An entry's outcome as the client gets it, or the fault that must stop the member: a storage or
+/// internal error is not an answer, it means this member could not apply the entry as the others
+/// did, and recording it as applied would let the member diverge silently (etcd panics on backend
+/// errors). The member stops without writing the batch; after a restart the entry is applied again.
+fn stop_on_fault(index: u64, result: ApplyResult) -> Result<ApplyResult> {
+    match result {
+        Err(e @ (Error::Storage(_) | Error::Internal(_) | Error::Stopped)) => {
+            tracing::error!(index, error = %e, "applying a committed entry failed");
+            Err(e)
+        }
+        other => Ok(other),
     }
 }
 
@@ -634,6 +666,41 @@ mod tests {
             .into(),
             ..Default::default()
         }
+    }
+
+    /// A storage or internal fault while applying an entry is not the client's answer: the batch
+    /// fails (the member stops), nothing of it is written and the entry is not recorded as applied.
+    #[test]
+    fn a_fault_inside_an_entry_stops_apply_instead_of_answering() {
+        let mut rig = rig();
+        // Member 1's record no longer decodes: publishing its attributes cannot read it.
+        let mut b = rocksdb::WriteBatch::default();
+        b.put_cf(&rig.db.cf(CF_MEMBERS).unwrap(), encode_u64(1), b"\xff\xff");
+        rig.db.write(b, true).unwrap();
+        let put = Request::Put(crate::proto::etcdserverpb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        let publish = Request::MemberAttributes(MemberAttributes {
+            member_id: 1,
+            name: "m1".into(),
+            client_urls: vec![],
+        });
+        let waiting = rig.waits.register(301);
+        let r = rig
+            .applier
+            .apply_batch(vec![normal(2, 300, put), normal(3, 301, publish)]);
+        assert!(
+            matches!(r, Err(Error::Internal(_))),
+            "{r:?}: a fault must fail the batch"
+        );
+        assert_eq!(stored_applied_index(&rig.applier.store).unwrap(), 0);
+        assert_eq!(rig.applier.store.current_revision(), 1);
+        assert_eq!(rig.applier.applied, 1);
+        // The waiter is never told a fault as if it were its answer.
+        let mut waiting = waiting;
+        assert!(waiting.try_recv().is_err());
     }
 
     /// An alarm raised by one entry refuses the next entry of the same batch, is stored with the

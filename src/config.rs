@@ -132,6 +132,31 @@ pub struct Flags {
     /// number of revisions; 0 turns auto-compaction off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Reject reconfiguration requests that would cause quorum loss (`--strict-reconfig-check=false`
+    /// turns the check off).
+    #[arg(
+        long,
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub strict_reconfig_check: bool,
+    /// Before serving, compare this member's HashKV with its peers' and refuse to start on a
+    /// mismatch.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_initial_corrupt_check: bool,
+    /// Maximum concurrent streams that each client connection can have (etcd's default: 2^32-1).
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -164,6 +189,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub watch_progress_notify_interval: Duration,
+    /// Refuse membership changes that a quorum of started members would not survive.
+    pub strict_reconfig_check: bool,
+    /// HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Compare HashKV with the peers before serving.
+    pub initial_corrupt_check: bool,
     /// Auto-compaction, if any.
     pub auto_compaction: Option<crate::autocompact::Policy>,
     pub etcd_version: String,
@@ -221,8 +252,31 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
+    checked_urls(flag, s, false)
+}
+
+/// Client URLs may also be `unix://<socket path>` (etcd's form: `unix://localhost:2379` is the
+/// socket `localhost:2379` in the working directory; `unix:///run/etcd.sock` an absolute path).
+fn client_url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
+    checked_urls(flag, s, true)
+}
+
+/// The socket path of a `unix://` URL (what follows the scheme, as etcd's dialer takes host and
+/// path together), or None for other URLs.
+pub fn unix_socket_path(u: &str) -> Option<&str> {
+    u.strip_prefix("unix://").filter(|p| !p.is_empty())
+}
+
+fn checked_urls(flag: &str, s: &str, unix_ok: bool) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for u in s.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        if unix_ok && u.starts_with("unix://") {
+            if unix_socket_path(u).is_none() {
+                return Err(format!("--{flag}: unix URL without a socket path: {u:?}"));
+            }
+            out.push(u.to_string());
+            continue;
+        }
         let parsed = url::Url::parse(u).map_err(|e| format!("--{flag}: invalid URL {u:?}: {e}"))?;
         if parsed.scheme() != "http" && parsed.scheme() != "https" {
             return Err(format!("--{flag}: URL scheme must be http or https: {u:?}"));
@@ -287,14 +341,17 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
             name: f.name,
-            listen_client_urls: url_list("listen-client-urls", &f.listen_client_urls)?,
+            listen_client_urls: client_url_list("listen-client-urls", &f.listen_client_urls)?,
             listen_metrics_urls: if f.listen_metrics_urls.trim().is_empty() {
                 Vec::new()
             } else {
                 url_list("listen-metrics-urls", &f.listen_metrics_urls)?
             },
             enable_grpc_gateway: f.enable_grpc_gateway,
-            advertise_client_urls: url_list("advertise-client-urls", &f.advertise_client_urls)?,
+            advertise_client_urls: client_url_list(
+                "advertise-client-urls",
+                &f.advertise_client_urls,
+            )?,
             listen_peer_urls: url_list("listen-peer-urls", &f.listen_peer_urls)?,
             initial_advertise_peer_urls,
             initial_cluster,
@@ -315,6 +372,9 @@ impl Config {
                 d if d.is_zero() => DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
                 d => d.max(MIN_WATCH_PROGRESS_NOTIFY_INTERVAL),
             },
+            strict_reconfig_check: f.strict_reconfig_check,
+            max_concurrent_streams: f.max_concurrent_streams.max(1),
+            initial_corrupt_check: f.experimental_initial_corrupt_check,
             auto_compaction,
             etcd_version: f.etcd_version,
         })
@@ -421,6 +481,19 @@ mod tests {
         assert!(cfg(&["--election-timeout", "100"]).is_err());
         assert!(cfg(&["--initial-cluster", "nonsense"]).is_err());
         assert!(cfg(&["--etcd-version", "latest"]).is_err());
+        assert!(cfg(&["--listen-client-urls", "unix://"]).is_err());
+        assert!(cfg(&["--listen-peer-urls", "unix://localhost:1"]).is_err());
+        let c = cfg(&[
+            "--listen-client-urls",
+            "http://127.0.0.1:1,unix://localhost:2",
+        ])
+        .unwrap();
+        assert_eq!(
+            unix_socket_path(&c.listen_client_urls[1]),
+            Some("localhost:2")
+        );
+        assert_eq!(unix_socket_path("unix:///run/m.sock"), Some("/run/m.sock"));
+        assert_eq!(unix_socket_path("http://127.0.0.1:1"), None);
         assert!(cfg(&["--max-txn-ops", "x"]).is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod autocompact;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod corrupt;
 pub mod error;
 pub mod lease;
 pub mod metrics;
@@ -24,7 +25,7 @@ use std::future::Future;
 /// Runs one member until `shutdown` completes (or the member is removed from the cluster): start,
 /// serve peers, publish, serve clients, then stop cleanly.
 pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
-    let listeners = api::bind(&cfg.listen_client_urls).await?;
+    let listeners = api::bind_client(&cfg.listen_client_urls).await?;
     let peer_listeners = api::bind(&cfg.listen_peer_urls).await?;
     let metrics_listeners = api::bind(&cfg.listen_metrics_urls).await?;
     let rt = tokio::runtime::Handle::current();
@@ -37,9 +38,33 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         peer_listeners,
         stop_rx.clone(),
     ));
+    if server.cfg.initial_corrupt_check {
+        let timeout = server.cfg.request_timeout();
+        if let Err(e) = corrupt::initial_check(&server, timeout).await {
+            let _ = stop_tx.send(true);
+            let _ = finish_within(peers, SHUTDOWN_GRACE).await;
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+            return Err(e);
+        }
+    }
+    tokio::pin!(shutdown);
+    let mut stop_early = false;
     tokio::select! {
-        r = server.publish() => r?,
+        _ = server.publish() => {}
         _ = wait_removed(&server) => {}
+        _ = &mut shutdown => stop_early = true,
+    }
+    if stop_early {
+        // Stopped before this member could publish (its peers never came up): nothing was served.
+        let _ = stop_tx.send(true);
+        let _ = finish_within(peers, SHUTDOWN_GRACE).await;
+        let s = server.clone();
+        tokio::task::spawn_blocking(move || s.stop())
+            .await
+            .map_err(|e| error::Error::Internal(format!("stop: {e}")))?;
+        tracing::info!("stopped");
+        return Ok(());
     }
     let mut expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
     if let Some(policy) = server.cfg.auto_compaction {
@@ -58,7 +83,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         "ready to serve client requests"
     );
     tokio::select! {
-        _ = shutdown => {}
+        _ = &mut shutdown => {}
         _ = wait_removed(&server) => {
             tracing::warn!("this member was removed from the cluster, stopping");
         }

@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
+    stop_on_panic();
     let cfg = match Config::from_flags(cli.flags) {
         Ok(c) => c,
         Err(e) => {
@@ -115,6 +116,22 @@ fn main() -> ExitCode {
             e.to_string()
         })
     })
+}
+
+/// A panic on any thread (raft, apply, watch sync, compactor, a request task) ends the process, as a
+/// panic ends etcd: a member must not go on serving without one of its parts. The default hook
+/// prints the message first; abort rather than exit, so that no destructor runs while the other
+/// threads still use RocksDB (everything acknowledged is in the raft log already).
+fn stop_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        tracing::error!(
+            thread = std::thread::current().name().unwrap_or("unnamed"),
+            "{info}; stopping the member"
+        );
+        std::process::abort();
+    }));
 }
 
 /// Runs `f` on a multi-threaded runtime; an error is printed and exits non-zero.

@@ -130,7 +130,6 @@ impl EtcdServer {
                 heartbeat: cfg.heartbeat,
                 election_ticks: cfg.election_ticks(),
                 applied,
-                request_timeout: cfg.request_timeout(),
             },
             raft_storage,
             &raftmod::logger(),
@@ -189,9 +188,10 @@ impl EtcdServer {
         }))
     }
 
-    /// Publishes this member's name and client URLs through raft (retried until it is applied).
-    pub async fn publish(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    /// Publishes this member's name and client URLs through raft, retried until it is applied: a
+    /// member whose peers start late keeps trying until it is stopped, as etcd does.
+    pub async fn publish(&self) {
+        let mut attempt: u64 = 0;
         loop {
             let req = Request::MemberAttributes(MemberAttributes {
                 member_id: self.member_id,
@@ -199,12 +199,32 @@ impl EtcdServer {
                 client_urls: self.cfg.advertise_client_urls.clone(),
             });
             match self.propose(req).await {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "publish not applied yet, retrying");
+                Ok(_) => {
+                    // etcd's wording: operators and etcd's own test harness wait for these lines.
+                    tracing::info!(
+                        local_member_id = %format!("{:x}", self.member_id),
+                        cluster_id = %format!("{:x}", self.cluster_id),
+                        client_urls = ?self.cfg.advertise_client_urls,
+                        "published local member to cluster through raft"
+                    );
+                    tracing::info!(
+                        cluster_version = crate::config::ETCD_API_VERSION,
+                        "enabled capabilities for version {}",
+                        crate::config::ETCD_API_VERSION
+                    );
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    // The first failures are normal while the peers come up.
+                    if attempt >= 2 {
+                        tracing::warn!(error = %e, attempt,
+                            "failed to publish local member to cluster through raft, retrying");
+                    } else {
+                        tracing::debug!(error = %e, "publish not applied yet, retrying");
+                    }
                     tokio::time::sleep(self.cfg.heartbeat).await;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -223,7 +243,15 @@ impl EtcdServer {
             }
             let leader = self.raft.status.leader() == self.member_id;
             if leader && !was_leader {
-                self.lessor.promote(self.cfg.election_timeout);
+                // Only leases last set before this member took over are extended: one granted or
+                // renewed since (e.g. right after start-up, before this loop's first turn) keeps
+                // its TTL.
+                let since = self
+                    .raft
+                    .status
+                    .leading_since()
+                    .unwrap_or_else(std::time::Instant::now);
+                self.lessor.promote(self.cfg.election_timeout, since);
                 revoking.clear();
             }
             was_leader = leader;
@@ -465,7 +493,8 @@ impl EtcdServer {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// The leader's client URLs (for requests only the leader serves).
+    /// The leader's TCP client URLs (for requests only the leader serves; `unix://` sockets are
+    /// left out, they are the leader's machine's own).
     pub fn leader_client_urls(&self) -> Result<Vec<String>> {
         let leader = self.raft.status.leader();
         if leader == 0 {
@@ -473,7 +502,10 @@ impl EtcdServer {
         }
         Ok(cluster::get_member(&self.db, leader)?
             .map(|m| m.client_urls)
-            .unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|u| crate::config::unix_socket_path(u).is_none())
+            .collect())
     }
 
     /// Waits until this member has applied everything committed when the call began (ReadIndex).

@@ -54,6 +54,7 @@ fn member_config(
         data_dir: dir.join(format!("{name}.etcd")),
         initial_cluster: cluster.into(),
         extra_args,
+        client_socket: None,
         envs: Vec::new(),
     }
 }

@@ -58,6 +58,8 @@ pub struct MemberConfig {
     pub initial_cluster: String,
     /// Flags appended after the standard ones, e.g. `["--max-txn-ops", "4"]`.
     pub extra_args: Vec<String>,
+    /// A unix socket the member also listens on for clients (`unix://<path>`), if any.
+    pub client_socket: Option<PathBuf>,
     /// Environment variables set for the child (e.g. `ETCD_MAX_TXN_OPS=4`). A standard flag whose
     /// `ETCD_*` variable is set here is left off the command line (etcd refuses a flag and its variable
     /// together).
@@ -68,6 +70,14 @@ impl MemberConfig {
     /// `http://127.0.0.1:<client_port>`.
     pub fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL, and the unix socket's URL when there is one.
+    pub fn listen_client_urls(&self) -> String {
+        match &self.client_socket {
+            Some(p) => format!("{},unix://{}", self.client_url(), p.display()),
+            None => self.client_url(),
+        }
     }
 
     /// `http://127.0.0.1:<peer_port>`.
@@ -92,7 +102,7 @@ impl MemberConfig {
         vec![
             ("--name", self.name.clone()),
             ("--data-dir", self.data_dir.display().to_string()),
-            ("--listen-client-urls", self.client_url()),
+            ("--listen-client-urls", self.listen_client_urls()),
             ("--advertise-client-urls", self.client_url()),
             ("--listen-peer-urls", self.listen_peer_url()),
             ("--initial-advertise-peer-urls", self.peer_url()),
@@ -149,6 +159,7 @@ pub struct MemberBuilder {
     name: String,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    client_socket: bool,
 }
 
 impl Default for MemberBuilder {
@@ -165,7 +176,14 @@ impl MemberBuilder {
             name: "m1".to_string(),
             extra_args: Vec::new(),
             envs: Vec::new(),
+            client_socket: false,
         }
+    }
+
+    /// Also listen for clients on a unix socket in the member's temp dir (`client.sock`).
+    pub fn client_socket(mut self) -> Self {
+        self.client_socket = true;
+        self
     }
 
     /// Overrides the target (default: `COMPAT_TARGET`).
@@ -219,6 +237,7 @@ impl MemberBuilder {
             data_dir: dir.join(format!("{}.etcd", self.name)),
             initial_cluster: format!("{}={}", self.name, peer_url),
             extra_args: self.extra_args.clone(),
+            client_socket: self.client_socket.then(|| dir.join("client.sock")),
             envs: self.envs.clone(),
         }
     }
@@ -636,6 +655,7 @@ mod tests {
             data_dir: PathBuf::from("/tmp/x/m1.etcd"),
             initial_cluster: "m1=http://127.0.0.1:2222".into(),
             extra_args: vec!["--max-txn-ops".into(), "4".into()],
+            client_socket: None,
             envs,
         }
     }

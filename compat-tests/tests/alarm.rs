@@ -243,7 +243,9 @@ async fn the_quota_raises_nospace_and_compact_defragment_disarm_lift_it() {
     c.compact(rev, Some(CompactionOptions::new().with_physical()))
         .await
         .unwrap();
-    c.defragment().await.unwrap();
+    let defrag = c.defragment().await.unwrap();
+    // etcd answers with an empty message: no header.
+    assert!(defrag.header().is_none(), "{defrag:?}");
     // The space came back: one 512 KiB value is left of ~16 MiB.
     let size = c.status().await.unwrap().db_size();
     assert!(size < 4 << 20, "dbSize {size} after compact + defragment");

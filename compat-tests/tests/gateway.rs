@@ -85,6 +85,37 @@ async fn errors_carry_the_grpc_code_and_etcds_message() {
     assert_eq!(st, 404, "{v}");
     assert_eq!(v["error"], "etcdserver: requested lease not found");
     assert_eq!(v["code"], 5);
+    // grpc-gateway writes the keys in this order; clients that compare bodies see the same text.
+    let raw = http_post(&m.endpoint(), "/v3/kv/range", r#"{"key":""}"#).await;
+    assert_eq!(
+        raw.body.trim_end(),
+        r#"{"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}"#
+    );
+}
+
+/// etcd 3.4 serves its gateway under `/v3beta/*` too (tooz with `api_version=v3beta`, old gateway
+/// clients); 3.5 dropped the alias, metastore keeps it so that both kinds of client work.
+#[tokio::test]
+async fn v3beta_is_an_alias_of_v3() {
+    let m = Member::start().await;
+    let (st, v) = post(&m, "/v3beta/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["header"]["revision"], "2");
+    let (st, v) = post(&m, "/v3beta/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["kvs"][0]["value"], "YmFy");
+    let (st, v) = post(&m, "/v3beta/lease/revoke", r#"{"ID":"12345"}"#).await;
+    assert_eq!((st, v["code"].as_i64()), (404, Some(5)), "{v}");
+    let mut w = HttpStream::post(
+        &m.endpoint(),
+        "/v3beta/watch",
+        r#"{"create_request":{"key":"Zm9v","start_revision":"2"}}"#,
+    )
+    .await;
+    let created: Value = serde_json::from_str(&w.next_line().await).unwrap();
+    assert_eq!(created["result"]["created"], true, "{created}");
+    let ev: Value = serde_json::from_str(&w.next_line().await).unwrap();
+    assert_eq!(ev["result"]["events"][0]["kv"]["value"], "YmFy", "{ev}");
 }
 
 #[tokio::test]

@@ -91,6 +91,38 @@ async fn log_says_ready_to_serve() {
     );
 }
 
+/// A panic on an internal thread (here apply, through the debug build's test point) ends the
+/// process, instead of leaving a member that takes requests and never applies them.
+#[tokio::test]
+async fn a_panic_on_an_internal_thread_stops_the_process() {
+    if compat_tests::skip_on_etcd("metastore's debug-build panic point") {
+        return;
+    }
+    let mut m = Member::builder()
+        .env("METASTORE_TEST_PANIC", "1")
+        .start()
+        .await;
+    let mut c = m.client().await;
+    c.put("k", "v", None).await.unwrap();
+    // The put is never answered: the apply thread panics on it.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.put("\0metastore-test-panic", "x", None),
+    )
+    .await;
+    compat_tests::eventually(30, "the member to exit after the panic", || {
+        let running = m.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    let log = m.log();
+    assert!(
+        log.contains("panicking on the apply thread as asked")
+            && log.contains("stopping the member"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_exits() {
     let mut m = Member::start().await;

@@ -100,10 +100,13 @@ impl Cluster for ClusterService {
         if r.is_learner && records.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
             return Err(Error::TooManyLearners.into());
         }
-        if !r.is_learner {
+        if !r.is_learner && s.cfg.strict_reconfig_check {
             let (voters, active) = self.active().await?;
             let members = voters.len() + 1;
-            if active.len() < members / 2 + 1 {
+            // etcd lets a one-member cluster grow to two (the way a restored member is given
+            // company) although the new member cannot be started yet.
+            let one_to_two = voters.len() == 1 && active.len() == 1;
+            if !one_to_two && active.len() < members / 2 + 1 {
                 return Err(Error::NotEnoughStartedMembers.into());
             }
             if active.len() < voters.len() {
@@ -141,7 +144,7 @@ impl Cluster for ClusterService {
         let Some(m) = self.member(id).await? else {
             return Err(Error::MemberNotFound.into());
         };
-        if !m.is_learner {
+        if !m.is_learner && s.cfg.strict_reconfig_check {
             let (voters, active) = self.active().await?;
             let remaining = voters.len().saturating_sub(1);
             let active_after = active.iter().filter(|&&a| a != id).count();

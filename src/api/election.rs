@@ -13,7 +13,9 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::kv::{do_range, do_txn};
-use super::recipes::{as_recipe_error, create_own_key, first_created, range_kvs, wait_deletes};
+use super::recipes::{
+    as_recipe_error, create_own_key, first_created, range_kvs, wait_deletes, DeleteOnDrop,
+};
 use crate::error::Error;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
@@ -107,9 +109,12 @@ impl Election for ElectionService {
                     .map_err(as_recipe_error)?;
             }
         }
-        wait_deletes(s, &prefix, my_rev - 1)
-            .await
-            .map_err(as_recipe_error)?;
+        // A campaign abandoned while waiting (deadline, cancel) resigns, as etcd's Campaign does when
+        // its context ends; a wait that fails otherwise keeps the key, as there.
+        let guard = DeleteOnDrop::new(s, &key);
+        let waited = wait_deletes(s, &prefix, my_rev - 1).await;
+        guard.disarm();
+        waited.map_err(as_recipe_error)?;
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
         Ok(Response::new(CampaignResponse {
             header: Some(s.header(rev)),

@@ -53,15 +53,17 @@ pub(super) fn http_status_of(code: Code) -> StatusCode {
 
 /// A gRPC error as grpc-gateway v1 answers it.
 pub(super) fn error_response(s: &Status) -> Response {
-    let body = serde_json::json!({
-        "error": s.message(),
-        "message": s.message(),
-        "code": s.code() as i32,
-    });
+    // grpc-gateway writes its error struct's fields in declaration order; serde_json's map would sort
+    // them, so the body is put together here. A JSON string of the message is always encodable.
+    let msg = serde_json::to_string(s.message()).unwrap_or_else(|_| "\"\"".into());
+    let body = format!(
+        "{{\"error\":{msg},\"message\":{msg},\"code\":{}}}",
+        s.code() as i32
+    );
     (
         http_status_of(s.code()),
         [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        body,
     )
         .into_response()
 }
@@ -113,7 +115,13 @@ where
     }
 }
 
-/// Adds `POST <path>` to `$router`: the body goes to `$svc.$method` through `$via` (`unary`, or
+/// `/v3/x` as etcd 3.4's gateway also serves it: `/v3beta/x` (3.5 dropped the alias; tooz with
+/// `api_version=v3beta` and old gateway clients still use it).
+pub(super) fn beta_alias(path: &str) -> String {
+    path.replacen("/v3/", "/v3beta/", 1)
+}
+
+/// Adds `POST <path>` and its `/v3beta` alias to `$router`: the body goes to `$svc.$method` through `$via` (`unary`, or
 /// `gateway_stream::server_stream` for a server-streaming method).
 macro_rules! route {
     ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident) => {
@@ -121,14 +129,14 @@ macro_rules! route {
     };
     ($router:ident, $limit:expr, $path:expr, $svc:expr, $method:ident, $via:path) => {{
         let svc = $svc.clone();
-        $router = $router.route(
-            $path,
-            post(move |body: Result<Bytes, BytesRejection>| {
-                let svc = svc.clone();
-                async move { $via(body, |r| async move { svc.$method(r).await }).await }
-            })
-            .layer(axum::extract::DefaultBodyLimit::max($limit)),
-        );
+        let handler = post(move |body: Result<Bytes, BytesRejection>| {
+            let svc = svc.clone();
+            async move { $via(body, |r| async move { svc.$method(r).await }).await }
+        })
+        .layer(axum::extract::DefaultBodyLimit::max($limit));
+        $router = $router
+            .route(&beta_alias($path), handler.clone())
+            .route($path, handler);
     }};
 }
 

@@ -267,7 +267,7 @@ where
     }
 }
 
-/// Adds the streaming gateway paths to `router`.
+/// Adds the streaming gateway paths (and their `/v3beta` aliases) to `router`.
 pub fn add_routes(
     router: &mut axum::Router,
     server: Arc<EtcdServer>,
@@ -276,29 +276,28 @@ pub fn add_routes(
     let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
     let lease = Arc::new(lease::LeaseService::new(server));
-    let r = std::mem::take(router);
-    *router = r
-        .route(
-            "/v3/watch",
-            post(move |body: Body| {
-                let watch = watch.clone();
-                async move { bidi(body, limit, |r| async move { watch.watch(r).await }).await }
-            }),
-        )
-        .route(
-            "/v3/lease/keepalive",
-            post(move |body: Body| {
-                let lease = lease.clone();
-                async move {
-                    bidi(
-                        body,
-                        limit,
-                        |r| async move { lease.lease_keep_alive(r).await },
-                    )
-                    .await
-                }
-            }),
-        );
+    let watch = post(move |body: Body| {
+        let watch = watch.clone();
+        async move { bidi(body, limit, |r| async move { watch.watch(r).await }).await }
+    });
+    let keepalive = post(move |body: Body| {
+        let lease = lease.clone();
+        async move {
+            bidi(
+                body,
+                limit,
+                |r| async move { lease.lease_keep_alive(r).await },
+            )
+            .await
+        }
+    });
+    let mut r = std::mem::take(router);
+    for (path, handler) in [("/v3/watch", watch), ("/v3/lease/keepalive", keepalive)] {
+        r = r
+            .route(&super::gateway::beta_alias(path), handler.clone())
+            .route(path, handler);
+    }
+    *router = r;
 }
 
 #[cfg(test)]

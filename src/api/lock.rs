@@ -3,13 +3,16 @@
 //! Lock(name, lease) creates `<name>/<lease in hex>` with the lease (or finds it when the same lease
 //! locks again), then waits until every key under `<name>/` created before it is gone, and returns
 //! the key. Unlock deletes it. The caller keeps the lease alive; if the lease ends, so does the lock.
+//! A wait that fails or is abandoned (deadline, cancel) deletes the key, as etcd's client does.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::kv::{do_delete, do_range};
-use super::recipes::{as_recipe_error, create_own_key, first_created, range_kvs, wait_deletes};
+use super::recipes::{
+    as_recipe_error, create_own_key, first_created, range_kvs, wait_deletes, DeleteOnDrop,
+};
 use crate::error::Error;
 use crate::proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use crate::proto::v3lockpb::{
@@ -34,6 +37,9 @@ impl Lock for LockService {
         let (resp, my_rev) = create_own_key(s, &key, r.lease, b"", Some(first_created(&prefix)))
             .await
             .map_err(as_recipe_error)?;
+        // Until the lock is ours, a failed or abandoned wait deletes the key (etcd's Mutex.Lock
+        // unlocks when its wait fails, and its context ends with the call).
+        let guard = DeleteOnDrop::new(s, &key);
         let owner = range_kvs(&resp, 1);
         let mut header = resp.header;
         if owner.first().is_some_and(|o| o.create_revision != my_rev) {
@@ -52,6 +58,7 @@ impl Lock for LockService {
                 return Err(Error::Recipe("session expired").into());
             }
         }
+        guard.disarm();
         let rev = header.as_ref().map_or(0, |h| h.revision);
         Ok(Response::new(LockResponse {
             header: Some(s.header(rev)),

@@ -116,9 +116,8 @@ impl Maintenance for MaintenanceService {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(s.header(s.store.current_revision())),
-        }))
+        // etcd answers MoveLeader with an empty response (no header); clients check for that.
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     /// Every action goes through raft, GET too, so that the answer reflects every alarm committed
@@ -156,8 +155,7 @@ impl Maintenance for MaintenanceService {
             took_ms = started.elapsed().as_millis() as u64,
             "defragmented"
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(s.header(s.store.current_revision())),
-        }))
+        // etcd answers Defragment with an empty response (no header).
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 }

@@ -2,8 +2,14 @@
 //! `grpc.health.v1.Health`, etcd's JSON gateway (`gateway`, `gateway_stream`) and plain-HTTP
 //! endpoints (`http`). Handlers are thin: validate, build the request, await, fill the header.
 //! Services not served yet are registered so that their RPCs answer `Unimplemented`.
+//!
+//! Below the router: every client connection passes through `authority` (grpc-go's
+//! `:authority: http://HOST:PORT`, which h2 refuses, is made valid) and every request through
+//! `deadline` (an expired `grpc-timeout` is answered DeadlineExceeded, as etcd answers it).
 
+mod authority;
 mod cluster;
+mod deadline;
 mod election;
 mod gateway;
 mod gateway_stream;
@@ -58,15 +64,52 @@ fn nodelay(
     })
 }
 
-/// Runs one tonic router on `l` until `shutdown` turns true.
-fn spawn_router(
-    router: tonic::transport::server::Router,
+/// The accepted connections of a client URL: `nodelay`, each behind the `:authority` fix-up that
+/// lets grpc-go clients dial `http://HOST:PORT` endpoints (see `authority`).
+fn client_connections(
     l: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityFix<tokio::net::TcpStream>>>
+       + Send
+       + 'static {
+    use tokio_stream::StreamExt;
+    nodelay(l).map(|conn| conn.map(authority::AuthorityFix::new))
+}
+
+impl<S> tonic::transport::server::Connected for authority::AuthorityFix<S>
+where
+    S: tonic::transport::server::Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.get_ref().connect_info()
+    }
+}
+
+/// A tonic router as every listener here runs it: with etcd's deadline answer (`deadline`).
+type Router = tonic::transport::server::Router<
+    tower_layer::Stack<deadline::DeadlineLayer, tower_layer::Identity>,
+>;
+
+/// Runs one tonic router on the connections of `incoming` until `shutdown` turns true.
+fn spawn_router<I, IO>(
+    router: Router,
+    incoming: I,
     mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>>
+where
+    I: futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
     tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(nodelay(l), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = shutdown.wait_for(|&s| s).await;
             })
             .await
@@ -118,6 +161,37 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// A client URL's listener: TCP, or a unix socket for `unix://` URLs.
+pub enum ClientListener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Binds every client URL; a `unix://` URL listens on its socket path (a stale socket file left
+/// by an earlier run is removed first, as etcd does).
+pub async fn bind_client(urls: &[String]) -> Result<Vec<ClientListener>> {
+    let mut out = Vec::new();
+    let mut tcp = Vec::new();
+    for u in urls {
+        match crate::config::unix_socket_path(u) {
+            Some(path) => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::Internal(format!("listen on {u}: {e}"))),
+                }
+                let l = tokio::net::UnixListener::bind(path)
+                    .map_err(|e| Error::Internal(format!("listen on {u}: {e}")))?;
+                tracing::info!(url = %u, "listening");
+                out.push(ClientListener::Unix(l));
+            }
+            None => tcp.push(u.clone()),
+        }
+    }
+    out.extend(bind(&tcp).await?.into_iter().map(ClientListener::Tcp));
+    Ok(out)
+}
+
 /// Serves the peer protocol on `listeners` until `shutdown` turns true.
 pub async fn serve_peer(
     server: Arc<EtcdServer>,
@@ -127,18 +201,23 @@ pub async fn serve_peer(
     let db = server.db.clone();
     let members: Arc<dyn Fn() -> Vec<crate::proto::metastorepb::MemberRecord> + Send + Sync> =
         Arc::new(move || crate::cluster::list_records(&db).unwrap_or_default());
+    let store = server.store.clone();
+    let hash_kv: Arc<dyn Fn(i64) -> Result<(u32, i64)> + Send + Sync> =
+        Arc::new(move |rev| crate::corrupt::local_hash(&store, rev));
     let mut tasks = Vec::new();
     for l in listeners {
         let svc = PeerServer::new(PeerService {
             transport: server.transport.clone(),
             members: members.clone(),
+            hash_kv: hash_kv.clone(),
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(deadline::DeadlineLayer)
             .add_service(svc);
-        tasks.push(spawn_router(router, l, shutdown.clone()));
+        tasks.push(spawn_router(router, nodelay(l), shutdown.clone()));
     }
     join_all("peer server", tasks).await
 }
@@ -146,7 +225,7 @@ pub async fn serve_peer(
 /// Serves the client API on `listeners` until `shutdown` turns true.
 pub async fn serve(
     server: Arc<EtcdServer>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<ClientListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let limit = server.cfg.max_recv_bytes() + (16 << 20);
@@ -190,8 +269,18 @@ pub async fn serve(
         http::add_routes(routes.axum_router_mut(), server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
+            .max_concurrent_streams(server.cfg.max_concurrent_streams)
+            .layer(deadline::DeadlineLayer)
             .add_routes(routes);
-        tasks.push(spawn_router(router, l, shutdown.clone()));
+        tasks.push(match l {
+            ClientListener::Tcp(l) => spawn_router(router, client_connections(l), shutdown.clone()),
+            ClientListener::Unix(l) => {
+                use tokio_stream::StreamExt;
+                let conns = tokio_stream::wrappers::UnixListenerStream::new(l)
+                    .map(|conn| conn.map(authority::AuthorityFix::new));
+                spawn_router(router, conns, shutdown.clone())
+            }
+        });
     }
     join_all("grpc server", tasks).await
 }
@@ -209,8 +298,9 @@ pub async fn serve_metrics(
         http::add_routes(&mut router, server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(deadline::DeadlineLayer)
             .add_routes(tonic::service::Routes::from(router));
-        tasks.push(spawn_router(router, l, shutdown.clone()));
+        tasks.push(spawn_router(router, nodelay(l), shutdown.clone()));
     }
     join_all("metrics server", tasks).await
 }

@@ -5,17 +5,64 @@
 //! re-reads the one key it waits on (a bounded Range), so no event can be missed between a read and
 //! the wait.
 
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, Compare, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
-    TxnResponse,
+    request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::server::EtcdServer;
 
-use super::kv::{do_range, do_txn};
+use super::kv::{do_delete, do_range, do_txn};
+
+/// A waiter's own key, deleted when the guard is dropped armed: etcd's client deletes it when the
+/// wait fails or the call goes away (deadline, cancel, closed connection), so that later waiters are
+/// not held up until the lease expires. The delete runs as its own task (a dropped handler cannot
+/// await it).
+pub struct DeleteOnDrop {
+    server: Option<Arc<EtcdServer>>,
+    key: Vec<u8>,
+}
+
+impl DeleteOnDrop {
+    pub fn new(server: &Arc<EtcdServer>, key: &[u8]) -> Self {
+        DeleteOnDrop {
+            server: Some(server.clone()),
+            key: key.to_vec(),
+        }
+    }
+
+    /// Keeps the key (the wait succeeded, or failed in a way after which etcd keeps it).
+    pub fn disarm(mut self) {
+        self.server = None;
+    }
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let Some(s) = self.server.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        rt.spawn(async move {
+            let req = DeleteRangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = do_delete(&s, req).await {
+                tracing::warn!(key = %String::from_utf8_lossy(&key), error = %e,
+                    "deleting an abandoned lock or election key failed");
+            }
+        });
+    }
+}
 
 /// etcd serves the recipes through an inner client and returns its errors as plain errors: gRPC code
 /// Unknown with the inner message (e.g. `etcdserver: requested lease not found`).

@@ -24,6 +24,18 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 struct Lease {
     ttl: i64,
     expiry: Instant,
+    /// When `expiry` was last set from the TTL (grant, renew, load).
+    set_at: Instant,
+}
+
+impl Lease {
+    fn new(ttl: i64) -> Lease {
+        Lease {
+            ttl,
+            expiry: after(ttl, Duration::ZERO),
+            set_at: Instant::now(),
+        }
+    }
 }
 
 /// In-memory expiry bookkeeping for every lease.
@@ -51,26 +63,14 @@ impl Lessor {
         let mut m = self.leases.lock();
         m.clear();
         for r in recs {
-            m.insert(
-                r.id,
-                Lease {
-                    ttl: r.ttl,
-                    expiry: after(r.ttl, Duration::ZERO),
-                },
-            );
+            m.insert(r.id, Lease::new(r.ttl));
         }
         Ok(())
     }
 
     /// A grant was applied.
     pub fn granted(&self, id: i64, ttl: i64) {
-        self.leases.lock().insert(
-            id,
-            Lease {
-                ttl,
-                expiry: after(ttl, Duration::ZERO),
-            },
-        );
+        self.leases.lock().insert(id, Lease::new(ttl));
     }
 
     /// A revoke was applied.
@@ -78,10 +78,15 @@ impl Lessor {
         self.leases.lock().remove(&id);
     }
 
-    /// This member became leader: every lease gets its full TTL plus `extend` from now.
-    pub fn promote(&self, extend: Duration) {
+    /// This member became leader at `since`: every lease last set before then gets its full TTL
+    /// plus `extend` from now (a keep-alive the old leader acknowledged may not have reached this
+    /// member). A lease granted or renewed since is already this leader's own and keeps its expiry.
+    pub fn promote(&self, extend: Duration, since: Instant) {
         for l in self.leases.lock().values_mut() {
-            l.expiry = after(l.ttl, extend);
+            if l.set_at < since {
+                l.expiry = after(l.ttl, extend);
+                l.set_at = Instant::now();
+            }
         }
     }
 
@@ -90,6 +95,7 @@ impl Lessor {
         let mut m = self.leases.lock();
         let l = m.get_mut(&id)?;
         l.expiry = after(l.ttl, Duration::ZERO);
+        l.set_at = Instant::now();
         Some(l.ttl)
     }
 
@@ -128,12 +134,29 @@ mod tests {
         assert_eq!(l.expired(10), vec![1]);
         assert_eq!(l.renew(2), Some(60));
         assert_eq!(l.renew(3), None);
-        l.promote(Duration::from_secs(1));
+        l.promote(Duration::from_secs(1), Instant::now());
         assert!(l.expired(10).is_empty());
         let (ttl, left) = l.remaining(2).unwrap();
         assert_eq!(ttl, 60);
         assert!((59..=61).contains(&left));
         l.revoked(2);
         assert_eq!(l.remaining(2), None);
+    }
+
+    /// A lease granted after this member became leader is not extended when the promotion is
+    /// noticed later (e.g. right after start-up): it expires after its TTL, not TTL + extend.
+    #[test]
+    fn promote_extends_only_leases_set_before_the_leadership() {
+        let l = Lessor {
+            leases: Mutex::new(HashMap::new()),
+        };
+        l.granted(1, 3);
+        let since = Instant::now();
+        l.granted(2, 3);
+        l.promote(Duration::from_secs(10), since);
+        let (_, left_old) = l.remaining(1).unwrap();
+        let (_, left_new) = l.remaining(2).unwrap();
+        assert!((12..=13).contains(&left_old), "{left_old}");
+        assert!((2..=3).contains(&left_new), "{left_new}");
     }
 }

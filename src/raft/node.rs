@@ -103,6 +103,9 @@ pub struct RaftStatus {
     pub removed: std::sync::atomic::AtomicBool,
     /// How many times this member saw a new leader (etcd's `etcd_server_leader_changes_seen_total`).
     pub leader_changes: AtomicU64,
+    /// When this member last became leader (None while it is not): leases set before that moment
+    /// are extended by the new leader, leases set after it are not (see `Lessor::promote`).
+    pub leading_since: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl RaftStatus {
@@ -128,7 +131,16 @@ impl RaftStatus {
     pub fn removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
     }
+    /// When this member became leader, if it leads.
+    pub fn leading_since(&self) -> Option<Instant> {
+        *self.leading_since.lock()
+    }
 }
+
+/// How long a ReadIndex round may go unanswered before its readers join a new round (etcd's
+/// readIndexRetryTime). A round that raft dropped (a leader lost, a message lost) is not reported,
+/// so without a retry its readers would wait for the whole request timeout.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 
 /// Node settings.
 pub struct NodeConfig {
@@ -136,7 +148,6 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     pub election_ticks: usize,
     pub applied: u64,
-    pub request_timeout: Duration,
 }
 
 /// Handle used by the rest of the server to talk to the node thread.
@@ -172,9 +183,10 @@ struct Node {
     transport: Transport,
     id: u64,
     pending_reads: Vec<ReadWaiter>,
+    /// Messages that arrived while a snapshot install was waited for, handled at the next turn.
+    deferred: std::collections::VecDeque<NodeMsg>,
     inflight_reads: HashMap<Vec<u8>, (Instant, Vec<ReadWaiter>)>,
     read_seq: u64,
-    request_timeout: Duration,
 }
 
 /// Starts the node thread. `on_drop` is called for proposals raft refuses (e.g. no leader).
@@ -230,9 +242,9 @@ pub fn start(
         transport,
         id: cfg.id,
         pending_reads: Vec::new(),
+        deferred: std::collections::VecDeque::new(),
         inflight_reads: HashMap::new(),
         read_seq: 0,
-        request_timeout: cfg.request_timeout,
     };
     let heartbeat = cfg.heartbeat;
     let join = std::thread::Builder::new()
@@ -253,6 +265,12 @@ impl Node {
             if applied > self.raw.raft.raft_log.applied {
                 self.raw.advance_apply_to(applied);
             }
+            while let Some(m) = self.deferred.pop_front() {
+                if matches!(m, NodeMsg::Shutdown) {
+                    return;
+                }
+                self.handle(m);
+            }
             match msg {
                 Ok(NodeMsg::Shutdown) => return,
                 Ok(m) => self.handle(m),
@@ -270,10 +288,10 @@ impl Node {
             if Instant::now() >= next_tick {
                 self.raw.tick();
                 next_tick = Instant::now() + heartbeat;
-                self.expire_reads();
+                self.retry_reads();
             }
             self.issue_reads();
-            if let Err(e) = self.on_ready() {
+            if let Err(e) = self.on_ready(&rx) {
                 // The log could not be persisted: continuing could lose acknowledged writes.
                 tracing::error!(error = %e, "raft storage failure, stopping");
                 std::process::exit(2);
@@ -403,18 +421,35 @@ impl Node {
         self.raw.read_index(ctx);
     }
 
-    /// Rounds that raft dropped (leader change) are failed so their callers retry.
-    fn expire_reads(&mut self) {
-        let timeout = self.request_timeout;
+    /// A round unanswered for `READ_INDEX_RETRY` is given up: its readers that still wait join the
+    /// next round, which has a context of its own (a late answer to the old round is ignored). The
+    /// readers' own deadline bounds the retries.
+    fn retry_reads(&mut self) {
+        let pending = &mut self.pending_reads;
         self.inflight_reads.retain(|_, (at, waiters)| {
-            if at.elapsed() < timeout {
+            if at.elapsed() < READ_INDEX_RETRY {
                 return true;
             }
-            for tx in waiters.drain(..) {
-                let _ = tx.send(Err(Error::Timeout));
-            }
+            pending.extend(waiters.drain(..).filter(|tx| !tx.is_closed()));
             false
         });
+    }
+
+    /// Counts and logs a leader change in etcd's words (operators grep for them).
+    fn leader_changed(&self, before: u64, now: u64, term: u64) {
+        let me = self.id;
+        if now != 0 {
+            self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("raft.node: {me:x} elected leader {now:x} at term {term}");
+        } else {
+            tracing::info!("raft.node: {me:x} lost leader {before:x} at term {term}");
+        }
+        let mut since = self.status.leading_since.lock();
+        if now == me {
+            *since = Some(Instant::now());
+        } else {
+            *since = None;
+        }
     }
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
@@ -429,13 +464,33 @@ impl Node {
 
     /// Installs a snapshot from the leader: apply replaces the state (in order with the entries
     /// before it), then the log restarts after the snapshot index.
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+    ///
+    /// While it waits, it still applies conf changes: apply may be working through committed
+    /// entries before the snapshot and block on one of them (`ApplyConfChange`), and waiting for
+    /// apply without answering it would deadlock the two threads. Every other message waits for the
+    /// next loop turn, in arrival order.
+    fn install_snapshot(&mut self, snapshot: Snapshot, rx: &mpsc::Receiver<NodeMsg>) -> Result<()> {
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         let (done, wait) = mpsc::sync_channel(1);
         self.apply_tx
             .send(ApplyMsg::Snapshot { snapshot, done })
             .map_err(|_| Error::Stopped)?;
-        wait.recv().map_err(|_| Error::Stopped)??;
+        loop {
+            match wait.recv_timeout(Duration::from_millis(5)) {
+                Ok(r) => {
+                    r?;
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Stopped),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    m @ NodeMsg::ApplyConfChange { .. } => self.handle(m),
+                    other => self.deferred.push_back(other),
+                }
+            }
+        }
         self.storage.restore_to(index, term)?;
         let cs = self.raw.raft.prs().conf().to_conf_state();
         self.status
@@ -445,7 +500,7 @@ impl Node {
         Ok(())
     }
 
-    fn on_ready(&mut self) -> Result<()> {
+    fn on_ready(&mut self, rx: &mpsc::Receiver<NodeMsg>) -> Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -456,7 +511,7 @@ impl Node {
         // 2. Snapshot from the leader.
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            self.install_snapshot(snap)?;
+            self.install_snapshot(snap, rx)?;
         }
         // 3. Read states answer ReadIndex rounds.
         for rs in rd.take_read_states() {
@@ -494,12 +549,118 @@ impl Node {
     fn publish_status(&self) {
         let r = &self.raw.raft;
         let before = self.status.leader.swap(r.leader_id, Ordering::AcqRel);
-        if r.leader_id != 0 && r.leader_id != before {
-            self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+        if r.leader_id != before {
+            self.leader_changed(before, r.leader_id, r.term);
         }
         self.status.term.store(r.term, Ordering::Release);
         self.status
             .commit
             .store(r.raft_log.committed, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{MessageType, SnapshotMetadata};
+
+    /// Member 1 of {1, 2}; the test plays member 2 (the leader) and the apply thread.
+    struct Rig {
+        handle: RaftHandle,
+        apply_rx: mpsc::Receiver<ApplyMsg>,
+        _rt: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::storage::Db::open_log(dir.path()).unwrap();
+        let state = crate::storage::Db::open(dir.path()).unwrap();
+        let storage = RaftStorage::open(log, state, dir.path().join("snap")).unwrap();
+        storage.bootstrap(vec![1, 2]).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let transport = Transport::new(9, 1, rt.handle().clone(), dir.path().join("snap"));
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let cfg = NodeConfig {
+            id: 1,
+            heartbeat: Duration::from_millis(10),
+            election_ticks: 1000,
+            applied: 1,
+        };
+        let (handle, _join) = start(
+            cfg,
+            storage,
+            &crate::raft::logger(),
+            apply_tx,
+            Box::new(|_, _| {}),
+            transport,
+        )
+        .unwrap();
+        Rig {
+            handle,
+            apply_rx,
+            _rt: rt,
+            _dir: dir,
+        }
+    }
+
+    /// Apply blocks on a conf change (an entry before the snapshot) while the raft thread waits for
+    /// apply to install the snapshot: the raft thread still answers the conf change.
+    #[test]
+    fn a_conf_change_is_answered_while_a_snapshot_install_is_waited_for() {
+        let rig = rig();
+        let cs = ConfState {
+            voters: vec![1, 2],
+            ..Default::default()
+        };
+        let mut meta = SnapshotMetadata {
+            index: 10,
+            term: 2,
+            ..Default::default()
+        };
+        meta.set_conf_state(cs);
+        let mut snap = Snapshot::default();
+        snap.set_metadata(meta);
+        snap.set_data(b"unused".to_vec().into());
+        let mut m = Message {
+            from: 2,
+            to: 1,
+            term: 2,
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.set_snapshot(snap);
+        rig.handle.send(NodeMsg::Raft(Box::new(m))).unwrap();
+        let done = loop {
+            match rig.apply_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(ApplyMsg::Snapshot { done, .. }) => break done,
+                Ok(ApplyMsg::Entries(_)) => continue,
+                Err(e) => panic!("no snapshot reached apply: {e}"),
+            }
+        };
+        // The raft thread now waits for `done`; apply asks it to apply a conf change first.
+        let (reply, answer) = mpsc::sync_channel(1);
+        rig.handle
+            .send(NodeMsg::ApplyConfChange {
+                cc: ConfChangeV2::default(),
+                reply,
+            })
+            .unwrap();
+        let cs = answer
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the raft thread answered the conf change while waiting for the install");
+        assert_eq!(cs.voters, vec![1, 2]);
+        done.send(Ok(())).unwrap();
+        // And the node goes on: it answers a progress request after the install.
+        let (tx, rx) = oneshot::channel();
+        rig.handle.send(NodeMsg::Progress(tx)).unwrap();
+        assert!(
+            rx.blocking_recv().unwrap().is_none(),
+            "member 1 follows member 2"
+        );
+        rig.handle.send(NodeMsg::Shutdown).unwrap();
     }
 }

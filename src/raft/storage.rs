@@ -534,7 +534,7 @@ impl raft::Storage for RaftStorage {
         Ok(self.cache.read().last)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         {
             let s = self.snaps.lock();
             if let Some(snap) = &s.ready {
@@ -543,8 +543,14 @@ impl raft::Storage for RaftStorage {
                     let c = self.cache.read();
                     (c.snap_index, c.last)
                 };
-                // Usable while the log still holds what follows it.
-                if index >= request_index && index >= first && index <= last {
+                // Usable while the log still holds what follows it, and only by a member that is in
+                // its configuration: a checkpoint made before `to` was added (e.g. for the member it
+                // replaces at the same peer URL) is refused by `to` ("not in the ConfState").
+                if index >= request_index
+                    && index >= first
+                    && index <= last
+                    && in_conf(snap.get_metadata().get_conf_state(), to)
+                {
                     return Ok(snap.clone());
                 }
             }
@@ -556,10 +562,73 @@ impl raft::Storage for RaftStorage {
     }
 }
 
+/// Whether `id` is a voter or learner of `cs` (either side of a joint configuration).
+fn in_conf(cs: &ConfState, id: u64) -> bool {
+    cs.voters.contains(&id)
+        || cs.learners.contains(&id)
+        || cs.voters_outgoing.contains(&id)
+        || cs.learners_next.contains(&id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use raft::Storage as _;
+
+    /// Asks for a snapshot for `to` until a checkpoint is ready (they are made in the background).
+    fn snapshot_for(s: &RaftStorage, to: u64) -> Snapshot {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match s.snapshot(0, to) {
+                Ok(snap) => return snap,
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no checkpoint in 30 s"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The applied state at the bootstrap point (index 1) with configuration `cs`.
+    fn set_conf(state: &Db, cs: &ConfState) {
+        let mut b = rocksdb::WriteBatch::default();
+        let meta = state.cf(CF_META).unwrap();
+        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().unwrap());
+        b.put_cf(&meta, crate::storage::META_APPLIED_INDEX, encode_u64(1));
+        b.put_cf(&meta, crate::storage::META_APPLIED_TERM, encode_u64(1));
+        drop(meta);
+        state.write(b, true).unwrap();
+    }
+
+    /// A checkpoint made while member 3 was in the configuration is not handed to member 4, which
+    /// replaced it: member 4 gets a new checkpoint whose conf state has it.
+    #[test]
+    fn a_snapshot_goes_only_to_a_member_of_its_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Db::open_log(dir.path()).unwrap();
+        let state = Db::open(dir.path()).unwrap();
+        let s = RaftStorage::open(log, state.clone(), dir.path().join("snap")).unwrap();
+        s.bootstrap(vec![1, 2, 3]).unwrap();
+        let mut cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        set_conf(&state, &cs);
+        let for3 = snapshot_for(&s, 3);
+        assert_eq!(for3.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        // Member 3 is removed and member 4 added (at the same peer URL).
+        cs.voters = vec![1, 2, 4];
+        set_conf(&state, &cs);
+        let for4 = snapshot_for(&s, 4);
+        assert_eq!(for4.get_metadata().get_conf_state().voters, vec![1, 2, 4]);
+        // The new checkpoint serves the others too.
+        let for2 = snapshot_for(&s, 2);
+        assert_eq!(for2.get_data(), for4.get_data());
+    }
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

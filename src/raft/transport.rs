@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 use super::node::NodeMsg;
 use crate::proto::metastorepb::{
     peer_client::PeerClient, peer_server::Peer, MemberRecord, MembersRequest, MembersResponse,
-    PeerAck, RaftBatch, SnapshotChunk,
+    PeerAck, PeerHashKvRequest, PeerHashKvResponse, RaftBatch, SnapshotChunk,
 };
 
 /// Messages queued per peer before new ones are dropped.
@@ -324,6 +324,25 @@ pub struct PeerService {
     pub transport: Transport,
     /// Lists the members (for a member joining the cluster).
     pub members: Arc<dyn Fn() -> Vec<MemberRecord> + Send + Sync>,
+    /// This member's (hash, compact revision) at a revision (for a peer's initial corruption check).
+    pub hash_kv: Arc<dyn Fn(i64) -> crate::error::Result<(u32, i64)> + Send + Sync>,
+}
+
+/// A peer's HashKV at `revision` (None when it cannot be reached), for the initial corruption check.
+pub async fn fetch_hash_kv(
+    urls: &[String],
+    revision: i64,
+    timeout: Duration,
+) -> Option<Result<PeerHashKvResponse, Status>> {
+    let ask = async {
+        let mut c = Transport::connect(urls).await?;
+        Some(
+            c.hash_kv(PeerHashKvRequest { revision })
+                .await
+                .map(Response::into_inner),
+        )
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
 }
 
 /// Asks the members at `urls` for the cluster id and members (joining an existing cluster).
@@ -367,6 +386,22 @@ impl Peer for PeerService {
         Ok(Response::new(MembersResponse {
             cluster_id: self.transport.cluster_id(),
             members,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<PeerHashKvRequest>,
+    ) -> Result<Response<PeerHashKvResponse>, Status> {
+        let revision = req.get_ref().revision;
+        let f = self.hash_kv.clone();
+        let (hash, compact_revision) = tokio::task::spawn_blocking(move || f(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(PeerHashKvResponse {
+            member_id: self.transport.inner.local_id,
+            hash,
+            compact_revision,
         }))
     }
 
