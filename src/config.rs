@@ -154,15 +154,147 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub experimental_initial_corrupt_check: bool,
+    /// Restart this member as a one-member cluster that keeps its data (disaster recovery after
+    /// losing the majority for good).
+    #[arg(
+        long,
+        env = "ETCD_FORCE_NEW_CLUSTER",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub force_new_cluster: bool,
     /// Maximum concurrent streams that each client connection can have (etcd's default: 2^32-1).
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,
+    /// etcd's YAML configuration file; when given, the other flags and the `ETCD_*` variables are
+    /// ignored, as etcd ignores them.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// The etcd server version to report (a semver string).
     #[arg(long, env = "METASTORE_ETCD_VERSION", default_value = DEFAULT_ETCD_VERSION)]
     pub etcd_version: String,
+}
+
+/// etcd's YAML configuration file (`--config-file`, `ETCD_CONFIG_FILE`) as the command line it
+/// stands for: every key that names one of metastore's flags becomes `--key=value`. As in etcd, a
+/// configuration file replaces the command line and the `ETCD_*` variables (the caller ignores
+/// them). Keys of etcd's that metastore has no use for are accepted at their defaults (empty, `off`,
+/// WAL/snapshot file retention, the logger); keys it cannot honour with a set value (TLS, v2,
+/// discovery, proxy) are refused; unknown keys are ignored with a warning,
+/// as etcd ignores them. Returns the flags and the notes to log about ignored keys.
+pub fn args_from_config_file(path: &std::path::Path) -> Result<(Vec<String>, Vec<String>), String> {
+    use serde_yaml::Value;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--config-file {}: {e}", path.display()))?;
+    let doc: Value = serde_yaml::from_str(&text)
+        .map_err(|e| format!("--config-file {}: {e}", path.display()))?;
+    let map = match doc {
+        Value::Mapping(m) => m,
+        Value::Null => Default::default(),
+        _ => {
+            return Err(format!(
+                "--config-file {}: not a YAML mapping",
+                path.display()
+            ))
+        }
+    };
+    let flags: Vec<String> = <Flags as Args>::augment_args(clap::Command::new("metastore"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|f| f != "config-file")
+        .collect();
+    let scalar = |v: &Value| -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    let is_unset = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Sequence(s) => s.is_empty(),
+        Value::Mapping(m) => m
+            .values()
+            .all(|v| matches!(v, Value::Null | Value::Bool(false)) || v.as_str() == Some("")),
+        _ => false,
+    };
+    let mut args = Vec::new();
+    let mut notes = Vec::new();
+    for (k, v) in &map {
+        let Some(key) = k.as_str() else {
+            return Err(format!("--config-file: key {k:?} is not a string"));
+        };
+        if flags.iter().any(|f| f == key) {
+            if matches!(v, Value::Null) {
+                continue;
+            }
+            let value = match v {
+                Value::Sequence(items) => items
+                    .iter()
+                    .filter_map(scalar)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => scalar(other)
+                    .ok_or_else(|| format!("--config-file: {key}: unsupported value {other:?}"))?,
+            };
+            if value.is_empty() {
+                continue;
+            }
+            args.push(format!("--{key}={value}"));
+            continue;
+        }
+        let stderr_only = |v: &Value| {
+            v.as_sequence()
+                .is_some_and(|s| s.iter().all(|o| o.as_str() == Some("stderr")))
+        };
+        match key {
+            // metastore logs to stderr, as etcd's defaults do.
+            "logger" if v.as_str() == Some("zap") => {}
+            "log-outputs" if stderr_only(v) => {}
+            // File retention and logging set-up of etcd's own formats: nothing here to apply them to.
+            "wal-dir" | "max-snapshots" | "max-wals" | "logger" | "log-outputs"
+            | "enable-pprof" | "debug" | "cors" => {
+                if !is_unset(v) {
+                    notes.push(format!("{key} does not apply to metastore, ignored"));
+                }
+            }
+            "discovery-fallback" if v.as_str() == Some("proxy") => {}
+            "proxy" if v.as_str() == Some("off") => {}
+            "proxy-failure-wait"
+            | "proxy-refresh-interval"
+            | "proxy-dial-timeout"
+            | "proxy-write-timeout"
+            | "proxy-read-timeout" => {}
+            "enable-v2" => {
+                if !is_unset(v) {
+                    notes.push("enable-v2 is set, but metastore serves only the v3 API".into());
+                }
+            }
+            "discovery"
+            | "discovery-proxy"
+            | "discovery-srv"
+            | "discovery-fallback"
+            | "proxy"
+            | "client-transport-security"
+            | "peer-transport-security" => {
+                if !is_unset(v) {
+                    return Err(format!(
+                        "--config-file: {key} is not supported by metastore yet (value {v:?})"
+                    ));
+                }
+            }
+            other => notes.push(format!("unknown key {other:?} ignored")),
+        }
+    }
+    Ok((args, notes))
 }
 
 /// The checked configuration the server runs with.
@@ -195,6 +327,8 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     /// Compare HashKV with the peers before serving.
     pub initial_corrupt_check: bool,
+    /// Restart as a one-member cluster keeping the data.
+    pub force_new_cluster: bool,
     /// Auto-compaction, if any.
     pub auto_compaction: Option<crate::autocompact::Policy>,
     pub etcd_version: String,
@@ -255,8 +389,8 @@ fn url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
     checked_urls(flag, s, false)
 }
 
-/// Client URLs may also be `unix://<socket path>` (etcd's form: `unix://localhost:2379` is the
-/// socket `localhost:2379` in the working directory; `unix:///run/etcd.sock` an absolute path).
+/// Client and peer URLs may also be `unix://<socket path>` (etcd's form: `unix://localhost:2379` is
+/// the socket `localhost:2379` in the working directory; `unix:///run/etcd.sock` an absolute path).
 fn client_url_list(flag: &str, s: &str) -> Result<Vec<String>, String> {
     checked_urls(flag, s, true)
 }
@@ -312,7 +446,7 @@ impl Config {
             &f.auto_compaction_mode,
             &f.auto_compaction_retention,
         )?;
-        let initial_advertise_peer_urls = url_list(
+        let initial_advertise_peer_urls = client_url_list(
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
         )?;
@@ -332,7 +466,7 @@ impl Config {
             let (name, u) = part
                 .split_once('=')
                 .ok_or_else(|| format!("--initial-cluster: expected name=url, got {part:?}"))?;
-            let u = url_list("initial-cluster", u)?.remove(0);
+            let u = client_url_list("initial-cluster", u)?.remove(0);
             initial_cluster.push((name.to_string(), u));
         }
         Ok(Config {
@@ -352,7 +486,7 @@ impl Config {
                 "advertise-client-urls",
                 &f.advertise_client_urls,
             )?,
-            listen_peer_urls: url_list("listen-peer-urls", &f.listen_peer_urls)?,
+            listen_peer_urls: client_url_list("listen-peer-urls", &f.listen_peer_urls)?,
             initial_advertise_peer_urls,
             initial_cluster,
             initial_cluster_state: f.initial_cluster_state,
@@ -375,6 +509,7 @@ impl Config {
             strict_reconfig_check: f.strict_reconfig_check,
             max_concurrent_streams: f.max_concurrent_streams.max(1),
             initial_corrupt_check: f.experimental_initial_corrupt_check,
+            force_new_cluster: f.force_new_cluster,
             auto_compaction,
             etcd_version: f.etcd_version,
         })
@@ -476,13 +611,60 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_becomes_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.conf.yml");
+        std::fs::write(
+            &path,
+            "name: 'm7'\ndata-dir:\nwal-dir:\nsnapshot-count: 10000\nheartbeat-interval: 100\n\
+             listen-client-urls: http://localhost:2379,http://127.0.0.1:3379\n\
+             strict-reconfig-check: false\nenable-v2: true\nproxy: 'off'\nmax-wals: 5\n\
+             client-transport-security:\n  cert-file:\n  auto-tls: false\n\
+             log-outputs: [stderr]\nauto-compaction-retention: \"1\"\n",
+        )
+        .unwrap();
+        let (args, notes) = args_from_config_file(&path).unwrap();
+        assert_eq!(
+            notes,
+            [
+                "enable-v2 is set, but metastore serves only the v3 API",
+                "max-wals does not apply to metastore, ignored"
+            ]
+        );
+        assert_eq!(
+            args,
+            [
+                "--name=m7",
+                "--snapshot-count=10000",
+                "--heartbeat-interval=100",
+                "--listen-client-urls=http://localhost:2379,http://127.0.0.1:3379",
+                "--strict-reconfig-check=false",
+                "--auto-compaction-retention=1",
+            ]
+        );
+        let mut argv = vec!["metastore".to_string()];
+        argv.extend(args);
+        let c = Config::from_flags(T::try_parse_from(argv).unwrap().f).unwrap();
+        assert_eq!((c.name.as_str(), c.snapshot_count), ("m7", 10000));
+        assert!(!c.strict_reconfig_check);
+        std::fs::write(&path, "peer-transport-security:\n  cert-file: /x.pem\n").unwrap();
+        let e = args_from_config_file(&path).unwrap_err();
+        assert!(
+            e.contains("peer-transport-security is not supported"),
+            "{e}"
+        );
+        std::fs::write(&path, "- a\n").unwrap();
+        assert!(args_from_config_file(&path).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(cfg(&["--listen-client-urls", "localhost:2379"]).is_err());
         assert!(cfg(&["--election-timeout", "100"]).is_err());
         assert!(cfg(&["--initial-cluster", "nonsense"]).is_err());
         assert!(cfg(&["--etcd-version", "latest"]).is_err());
         assert!(cfg(&["--listen-client-urls", "unix://"]).is_err());
-        assert!(cfg(&["--listen-peer-urls", "unix://localhost:1"]).is_err());
+        assert!(cfg(&["--listen-metrics-urls", "unix://localhost:1"]).is_err());
         let c = cfg(&[
             "--listen-client-urls",
             "http://127.0.0.1:1,unix://localhost:2",

@@ -25,8 +25,8 @@ use std::future::Future;
 /// Runs one member until `shutdown` completes (or the member is removed from the cluster): start,
 /// serve peers, publish, serve clients, then stop cleanly.
 pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
-    let listeners = api::bind_client(&cfg.listen_client_urls).await?;
-    let peer_listeners = api::bind(&cfg.listen_peer_urls).await?;
+    let listeners = api::bind_any(&cfg.listen_client_urls).await?;
+    let peer_listeners = api::bind_any(&cfg.listen_peer_urls).await?;
     let metrics_listeners = api::bind(&cfg.listen_metrics_urls).await?;
     let rt = tokio::runtime::Handle::current();
     let server = tokio::task::spawn_blocking(move || server::EtcdServer::start(cfg, rt))

@@ -98,12 +98,25 @@ fn main() -> ExitCode {
         print_version(&cli.flags.etcd_version);
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = init_logging(&cli.flags.log_level) {
+    let (flags, notes) = match &cli.flags.config_file {
+        Some(path) => match flags_from_config_file(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => (cli.flags, Vec::new()),
+    };
+    if let Err(e) = init_logging(&flags.log_level) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
+    for n in notes {
+        tracing::warn!("--config-file: {n}");
+    }
     stop_on_panic();
-    let cfg = match Config::from_flags(cli.flags) {
+    let cfg = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -116,6 +129,23 @@ fn main() -> ExitCode {
             e.to_string()
         })
     })
+}
+
+/// The flags an etcd configuration file stands for. Like etcd, the file replaces the command line
+/// and the environment: `ETCD_*` variables are dropped before the file's flags are parsed (this runs
+/// before any other thread exists).
+fn flags_from_config_file(path: &std::path::Path) -> Result<(Flags, Vec<String>), String> {
+    let mut argv = vec!["metastore".to_string()];
+    let (args, notes) = metastore::config::args_from_config_file(path)?;
+    argv.extend(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCD_") {
+            std::env::remove_var(&k);
+        }
+    }
+    Cli::try_parse_from(argv)
+        .map(|c| (c.flags, notes))
+        .map_err(|e| format!("--config-file {}: {e}", path.display()))
 }
 
 /// A panic on any thread (raft, apply, watch sync, compactor, a request task) ends the process, as a

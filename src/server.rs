@@ -92,6 +92,9 @@ impl EtcdServer {
                 let c = db.get_u64(CF_LOCAL, LOCAL_CLUSTER_ID)?;
                 tracing::info!(member_id = %format!("{m:x}"), cluster_id = %format!("{c:x}"),
                     "restarting member from its data dir (initial-cluster flags ignored)");
+                if cfg.force_new_cluster {
+                    force_new_cluster(&db, &raft_storage, m)?;
+                }
                 (m, c)
             }
             None if cfg.initial_cluster_state == ClusterState::Existing => join(&cfg, &db, &rt)?,
@@ -559,6 +562,27 @@ impl EtcdServer {
             .await
             .map_err(|e| Error::Internal(format!("read task: {e}")))?
     }
+}
+
+/// `--force-new-cluster` on a member with data: it becomes the only voter and the only member
+/// record (its id, the cluster id and the keyspace are kept), as etcd's disaster recovery does.
+fn force_new_cluster(db: &Db, raft_storage: &RaftStorage, me: u64) -> Result<()> {
+    let applied = db.get_u64(CF_META, META_APPLIED_INDEX)?;
+    raft_storage.force_single_voter(me, applied)?;
+    let mut batch = rocksdb::WriteBatch::default();
+    let cf = db.cf(crate::storage::CF_MEMBERS)?;
+    let mut removed = Vec::new();
+    for m in cluster::list_records(db)? {
+        if m.id != me {
+            batch.delete_cf(&cf, encode_u64(m.id));
+            removed.push(format!("{:x}", m.id));
+        }
+    }
+    drop(cf);
+    db.write(batch, true)?;
+    tracing::warn!(member_id = %format!("{me:x}"), ?removed,
+        "forcing a new one-member cluster (--force-new-cluster): the other members were removed");
+    Ok(())
 }
 
 /// Writes the initial membership of a new cluster.

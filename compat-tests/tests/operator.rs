@@ -486,3 +486,44 @@ async fn a_unix_socket_client_url_serves_etcdctl() {
     let out = compat_tests::etcdctl(&ep, &["endpoint", "status"], None).await;
     assert!(out.assert_success().stdout.contains(&ep), "{out}");
 }
+
+/// `--force-new-cluster`: after the whole cluster is down, one member restarts alone with its data,
+/// its member id and the cluster id, as the only member; it serves writes, and keeps doing so after
+/// a restart without the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_restarts_one_member_alone_with_its_data() {
+    let mut cl = Cluster::start(3, &[]).await;
+    let leader = cl.leader().await;
+    let mut c = client_to(&cl.members[leader], Duration::from_secs(20)).await;
+    let put = c.put("kept", "yes", None).await.unwrap();
+    let rev = hdr(put.header()).revision();
+    let m1_id = cl.member_id(0).await;
+    let cluster_id = hdr(c.status().await.unwrap().header()).cluster_id();
+    // m1 has applied the put once a linearizable read on it sees it.
+    let mut c1 = client_to(&cl.members[0], Duration::from_secs(20)).await;
+    assert_eq!(values(c1.get("kept", None).await.unwrap().kvs()), ["yes"]);
+    for m in cl.members.iter_mut() {
+        m.terminate().await;
+    }
+    cl.members[0]
+        .config_mut()
+        .extra_args
+        .push("--force-new-cluster".into());
+    cl.members[0].restart().await;
+    let mut c1 = client_to(&cl.members[0], Duration::from_secs(20)).await;
+    let got = c1.get("kept", None).await.unwrap();
+    assert_eq!(values(got.kvs()), ["yes"]);
+    assert_eq!(got.kvs()[0].mod_revision(), rev);
+    let list = c1.member_list().await.unwrap();
+    let ids: Vec<u64> = list.members().iter().map(|m| m.id()).collect();
+    assert_eq!(ids, [m1_id]);
+    let s = c1.status().await.unwrap();
+    assert_eq!(hdr(s.header()).cluster_id(), cluster_id);
+    let after = c1.put("after", "1", None).await.unwrap();
+    assert_eq!(hdr(after.header()).revision(), rev + 1);
+    cl.members[0].config_mut().extra_args.pop();
+    cl.members[0].restart().await;
+    let mut c1 = client_to(&cl.members[0], Duration::from_secs(20)).await;
+    c1.put("again", "2", None).await.unwrap();
+    assert_eq!(c1.member_list().await.unwrap().members().len(), 1);
+}

@@ -115,6 +115,46 @@ where
     }
 }
 
+/// At most `--max-concurrent-streams` gateway calls in flight per client URL, a streaming call
+/// holding its slot until its response ends: etcd's gateway reaches the server over one gRPC
+/// connection, so its calls queue behind that connection's stream limit (etcd's e2e
+/// `TestV3Curl_MaxStreams_*` tests rely on it). With the default (2^32-1) nothing is counted.
+#[derive(Clone)]
+pub(super) struct StreamLimit(Option<Arc<tokio::sync::Semaphore>>);
+
+impl StreamLimit {
+    pub(super) fn new(max_concurrent_streams: u32) -> StreamLimit {
+        let n = max_concurrent_streams as usize;
+        StreamLimit(
+            (n < tokio::sync::Semaphore::MAX_PERMITS && max_concurrent_streams < u32::MAX)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(n))),
+        )
+    }
+}
+
+/// The middleware of [`StreamLimit`]: waits for a slot, and gives it back when the response body
+/// is done (or dropped).
+pub(super) async fn hold_stream_slot(
+    axum::extract::State(limit): axum::extract::State<StreamLimit>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(sem) = limit.0 else {
+        return next.run(req).await;
+    };
+    let Ok(slot) = sem.acquire_owned().await else {
+        return error_response(&Error::Stopped.into());
+    };
+    let resp = next.run(req).await;
+    resp.map(|body| {
+        use futures::StreamExt;
+        axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        }))
+    })
+}
+
 /// `/v3/x` as etcd 3.4's gateway also serves it: `/v3beta/x` (3.5 dropped the alias; tooz with
 /// `api_version=v3beta` and old gateway clients still use it).
 pub(super) fn beta_alias(path: &str) -> String {
@@ -133,7 +173,11 @@ macro_rules! route {
             let svc = svc.clone();
             async move { $via(body, |r| async move { svc.$method(r).await }).await }
         })
-        .layer(axum::extract::DefaultBodyLimit::max($limit));
+        .layer(axum::extract::DefaultBodyLimit::max($limit.0))
+        .layer(axum::middleware::from_fn_with_state(
+            $limit.1.clone(),
+            hold_stream_slot,
+        ));
         $router = $router
             .route(&beta_alias($path), handler.clone())
             .route($path, handler);
@@ -142,7 +186,7 @@ macro_rules! route {
 
 /// Adds the gateway's unary and server-streaming paths to `router` (the bidirectional ones are in
 /// `gateway_stream`).
-pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
+pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>, streams: StreamLimit) {
     let kv = Arc::new(kv::KvService {
         server: server.clone(),
     });
@@ -156,7 +200,7 @@ pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>) {
     let lock = Arc::new(lock::LockService {
         server: server.clone(),
     });
-    let limit = body_limit(server.cfg.max_recv_bytes());
+    let limit = (body_limit(server.cfg.max_recv_bytes()), streams);
     let election = Arc::new(super::election::ElectionService { server });
     let auth = Arc::new(NotServed);
 

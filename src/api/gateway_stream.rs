@@ -272,6 +272,7 @@ pub fn add_routes(
     router: &mut axum::Router,
     server: Arc<EtcdServer>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    streams: super::gateway::StreamLimit,
 ) {
     let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
@@ -293,6 +294,10 @@ pub fn add_routes(
     });
     let mut r = std::mem::take(router);
     for (path, handler) in [("/v3/watch", watch), ("/v3/lease/keepalive", keepalive)] {
+        let handler = handler.layer(axum::middleware::from_fn_with_state(
+            streams.clone(),
+            super::gateway::hold_stream_slot,
+        ));
         r = r
             .route(&super::gateway::beta_alias(path), handler.clone())
             .route(path, handler);

@@ -161,15 +161,15 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// A client URL's listener: TCP, or a unix socket for `unix://` URLs.
-pub enum ClientListener {
+/// A client or peer URL's listener: TCP, or a unix socket for `unix://` URLs.
+pub enum Listener {
     Tcp(TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
-/// Binds every client URL; a `unix://` URL listens on its socket path (a stale socket file left
+/// Binds every client or peer URL; a `unix://` URL listens on its socket path (a stale socket file left
 /// by an earlier run is removed first, as etcd does).
-pub async fn bind_client(urls: &[String]) -> Result<Vec<ClientListener>> {
+pub async fn bind_any(urls: &[String]) -> Result<Vec<Listener>> {
     let mut out = Vec::new();
     let mut tcp = Vec::new();
     for u in urls {
@@ -183,19 +183,19 @@ pub async fn bind_client(urls: &[String]) -> Result<Vec<ClientListener>> {
                 let l = tokio::net::UnixListener::bind(path)
                     .map_err(|e| Error::Internal(format!("listen on {u}: {e}")))?;
                 tracing::info!(url = %u, "listening");
-                out.push(ClientListener::Unix(l));
+                out.push(Listener::Unix(l));
             }
             None => tcp.push(u.clone()),
         }
     }
-    out.extend(bind(&tcp).await?.into_iter().map(ClientListener::Tcp));
+    out.extend(bind(&tcp).await?.into_iter().map(Listener::Tcp));
     Ok(out)
 }
 
 /// Serves the peer protocol on `listeners` until `shutdown` turns true.
 pub async fn serve_peer(
     server: Arc<EtcdServer>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let db = server.db.clone();
@@ -217,7 +217,14 @@ pub async fn serve_peer(
             .tcp_nodelay(true)
             .layer(deadline::DeadlineLayer)
             .add_service(svc);
-        tasks.push(spawn_router(router, nodelay(l), shutdown.clone()));
+        tasks.push(match l {
+            Listener::Tcp(l) => spawn_router(router, nodelay(l), shutdown.clone()),
+            Listener::Unix(l) => spawn_router(
+                router,
+                tokio_stream::wrappers::UnixListenerStream::new(l),
+                shutdown.clone(),
+            ),
+        });
     }
     join_all("peer server", tasks).await
 }
@@ -225,7 +232,7 @@ pub async fn serve_peer(
 /// Serves the client API on `listeners` until `shutdown` turns true.
 pub async fn serve(
     server: Arc<EtcdServer>,
-    listeners: Vec<ClientListener>,
+    listeners: Vec<Listener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let limit = server.cfg.max_recv_bytes() + (16 << 20);
@@ -263,8 +270,14 @@ pub async fn serve(
             }))
             .add_service(health.clone());
         if server.cfg.enable_grpc_gateway {
-            gateway::add_routes(routes.axum_router_mut(), server.clone());
-            gateway_stream::add_routes(routes.axum_router_mut(), server.clone(), shutdown.clone());
+            let streams = gateway::StreamLimit::new(server.cfg.max_concurrent_streams);
+            gateway::add_routes(routes.axum_router_mut(), server.clone(), streams.clone());
+            gateway_stream::add_routes(
+                routes.axum_router_mut(),
+                server.clone(),
+                shutdown.clone(),
+                streams,
+            );
         }
         http::add_routes(routes.axum_router_mut(), server.clone());
         let router = tonic::transport::Server::builder()
@@ -273,8 +286,8 @@ pub async fn serve(
             .layer(deadline::DeadlineLayer)
             .add_routes(routes);
         tasks.push(match l {
-            ClientListener::Tcp(l) => spawn_router(router, client_connections(l), shutdown.clone()),
-            ClientListener::Unix(l) => {
+            Listener::Tcp(l) => spawn_router(router, client_connections(l), shutdown.clone()),
+            Listener::Unix(l) => {
                 use tokio_stream::StreamExt;
                 let conns = tokio_stream::wrappers::UnixListenerStream::new(l)
                     .map(|conn| conn.map(authority::AuthorityFix::new));

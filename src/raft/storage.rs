@@ -427,6 +427,33 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// `--force-new-cluster`: makes `me` the only voter, keeping the whole log (raft then commits
+    /// it alone; nothing acknowledged can be lost). Refused when an entry after `applied` changes
+    /// the membership, since applying it would undo the forced configuration.
+    pub fn force_single_voter(&self, me: u64, applied: u64) -> Result<()> {
+        let last = self.cache.read().last;
+        for index in applied.saturating_add(1)..=last {
+            if let Some(e) = self.read_entry(index)? {
+                if e.get_entry_type() != raft::eraftpb::EntryType::EntryNormal {
+                    return Err(Error::Internal(format!(
+                        "--force-new-cluster: raft entry {index} is a membership change that is not applied yet; start the member once without the flag so that it applies it"
+                    )));
+                }
+            }
+        }
+        let cs = ConfState {
+            voters: vec![me],
+            ..Default::default()
+        };
+        let meta = self.state.cf(CF_META)?;
+        let mut b = rocksdb::WriteBatch::default();
+        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
+        drop(meta);
+        self.state.write(b, true)?;
+        self.cache.write().conf = cs;
+        Ok(())
+    }
+
     fn read_entry(&self, index: u64) -> Result<Option<Entry>> {
         match self.db.get(CF_RAFT_LOG, &encode_u64(index))? {
             Some(b) => Ok(Some(Entry::parse_from_bytes(&b).map_err(pb_err)?)),

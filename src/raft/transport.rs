@@ -166,7 +166,13 @@ impl Transport {
 
     async fn connect(urls: &[String]) -> Option<PeerClient<tonic::transport::Channel>> {
         for u in urls {
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(u.clone()) else {
+            let socket = crate::config::unix_socket_path(u);
+            let target = if socket.is_some() {
+                "http://localhost".to_string()
+            } else {
+                u.clone()
+            };
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(target) else {
                 continue;
             };
             let ep = ep
@@ -174,7 +180,17 @@ impl Transport {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5));
-            if let Ok(ch) = ep.connect().await {
+            let connected = match socket {
+                Some(path) => {
+                    let dial = ep.connect_with_connector(UnixConnector(PathBuf::from(path)));
+                    match tokio::time::timeout(Duration::from_secs(1), dial).await {
+                        Ok(r) => r,
+                        Err(_) => continue,
+                    }
+                }
+                None => ep.connect().await,
+            };
+            if let Ok(ch) = connected {
                 return Some(
                     PeerClient::new(ch)
                         .max_decoding_message_size(64 << 20)
@@ -317,6 +333,33 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Dials a `unix://` peer URL's socket (the URI tonic passes is a placeholder).
+#[derive(Clone)]
+struct UnixConnector(PathBuf);
+
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(s))
+        })
+    }
 }
 
 /// The inbound side: the `Peer` gRPC service.
