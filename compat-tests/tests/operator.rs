@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use compat_tests::etcdctl::etcdctl_bin;
+use compat_tests::target::{etcdctl35_binary, etcdctl_binary};
 use compat_tests::{eventually, hdr, keys, values, Cluster, Member};
 use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions, PutOptions};
 use tonic::Code;
@@ -360,57 +362,61 @@ async fn strict_reconfig_check_off_lets_a_voter_in_while_a_member_is_down() {
 
 /// etcdctl 3.4 dials an `http://HOST:PORT` endpoint with the whole URL as the HTTP/2 `:authority`
 /// (grpc-go's passthrough resolver); every per-endpoint command works with such endpoints, and
-/// `--cluster` (which dials the members' advertised `http://` client URLs) too.
+/// `--cluster` (which dials the members' advertised `http://` client URLs) too. etcdctl 3.5.1 the
+/// same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_takes_http_endpoints() {
     let mut cl = Cluster::start(3, &[]).await;
-    let leader = cl.leader().await;
     let urls: Vec<String> = cl.members.iter().map(|m| m.client_url()).collect();
     let all = urls.join(",");
-    let one = &urls[leader];
-    let out = compat_tests::etcdctl(one, &["put", "k", "v"], None).await;
-    out.assert_success();
-    let out = compat_tests::etcdctl(one, &["get", "k", "--print-value-only"], None).await;
-    assert_eq!(out.assert_success().stdout.trim(), "v");
-    let out = compat_tests::etcdctl(&all, &["endpoint", "status", "-w", "json"], None).await;
-    let statuses = out.assert_success().json();
-    assert_eq!(statuses.as_array().map(Vec::len), Some(3), "{statuses}");
-    let out = compat_tests::etcdctl(
-        one,
-        &["endpoint", "status", "--cluster", "-w", "json"],
-        None,
-    )
-    .await;
-    let statuses = out.assert_success().json();
-    assert_eq!(statuses.as_array().map(Vec::len), Some(3), "{statuses}");
-    let out = compat_tests::etcdctl(&all, &["endpoint", "hashkv", "-w", "json"], None).await;
-    let hashes = out.assert_success().json();
-    let hashes: Vec<i64> = hashes
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|h| h["HashKV"]["hash"].as_i64().unwrap_or(0))
-        .collect();
-    assert_eq!(hashes.len(), 3);
-    assert!(hashes.iter().all(|&h| h == hashes[0]), "{hashes:?}");
-    let out = compat_tests::etcdctl(one, &["defrag"], None).await;
-    assert_eq!(
-        out.assert_success().stdout,
-        format!("Finished defragmenting etcd member[{one}]\n")
-    );
-    let target = cl.member_id((leader + 1) % 3).await;
-    let out = compat_tests::etcdctl(&all, &["move-leader", &format!("{target:x}")], None).await;
-    assert!(
-        out.assert_success()
-            .stdout
-            .contains("Leadership transferred"),
-        "{out}"
-    );
-    // Whatever snapshot save answers, it is an answer of the server, not a reset stream.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let out = compat_tests::etcdctl(one, &["snapshot", "save", path.to_str().unwrap()], None).await;
-    assert!(!format!("{out}").contains("PROTOCOL_ERROR"), "{out}");
+    for bin in [etcdctl_binary(), etcdctl35_binary()] {
+        let leader = cl.leader().await;
+        let one = urls[leader].clone();
+        let out = etcdctl_bin(&bin, &one, &["put", "k", "v"], None).await;
+        out.assert_success();
+        let out = etcdctl_bin(&bin, &one, &["get", "k", "--print-value-only"], None).await;
+        assert_eq!(out.assert_success().stdout.trim(), "v", "{}", bin.display());
+        let out = etcdctl_bin(&bin, &all, &["endpoint", "status", "-w", "json"], None).await;
+        let statuses = out.assert_success().json();
+        assert_eq!(statuses.as_array().map(Vec::len), Some(3), "{statuses}");
+        let out = etcdctl_bin(
+            &bin,
+            &one,
+            &["endpoint", "status", "--cluster", "-w", "json"],
+            None,
+        )
+        .await;
+        let statuses = out.assert_success().json();
+        assert_eq!(statuses.as_array().map(Vec::len), Some(3), "{statuses}");
+        let out = etcdctl_bin(&bin, &all, &["endpoint", "hashkv", "-w", "json"], None).await;
+        let hashes = out.assert_success().json();
+        let hashes: Vec<i64> = hashes
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|h| h["HashKV"]["hash"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(hashes.len(), 3);
+        assert!(hashes.iter().all(|&h| h == hashes[0]), "{hashes:?}");
+        let out = etcdctl_bin(&bin, &one, &["defrag"], None).await;
+        assert_eq!(
+            out.assert_success().stdout,
+            format!("Finished defragmenting etcd member[{one}]\n")
+        );
+        let target = format!("{:x}", cl.member_id((leader + 1) % 3).await);
+        let out = etcdctl_bin(&bin, &all, &["move-leader", &target], None).await;
+        assert!(
+            out.assert_success()
+                .stdout
+                .contains("Leadership transferred"),
+            "{out}"
+        );
+        // Whatever snapshot save answers, it is an answer of the server, not a reset stream.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db").display().to_string();
+        let out = etcdctl_bin(&bin, &one, &["snapshot", "save", &path], None).await;
+        assert!(!format!("{out}").contains("PROTOCOL_ERROR"), "{out}");
+    }
 }
 
 /// `--experimental-initial-corrupt-check`: a member whose keyspace differs from its peers' refuses
@@ -479,12 +485,14 @@ async fn a_unix_socket_client_url_serves_etcdctl() {
     let m = Member::builder().client_socket().start().await;
     let sock = m.config().client_socket.clone().expect("a socket");
     let ep = format!("unix://{}", sock.display());
-    let out = compat_tests::etcdctl(&ep, &["put", "over-unix", "yes"], None).await;
-    out.assert_success();
-    let out = compat_tests::etcdctl(&ep, &["get", "over-unix", "--print-value-only"], None).await;
-    assert_eq!(out.assert_success().stdout.trim(), "yes");
-    let out = compat_tests::etcdctl(&ep, &["endpoint", "status"], None).await;
-    assert!(out.assert_success().stdout.contains(&ep), "{out}");
+    for bin in [etcdctl_binary(), etcdctl35_binary()] {
+        let out = etcdctl_bin(&bin, &ep, &["put", "over-unix", "yes"], None).await;
+        out.assert_success();
+        let out = etcdctl_bin(&bin, &ep, &["get", "over-unix", "--print-value-only"], None).await;
+        assert_eq!(out.assert_success().stdout.trim(), "yes");
+        let out = etcdctl_bin(&bin, &ep, &["endpoint", "status"], None).await;
+        assert!(out.assert_success().stdout.contains(&ep), "{out}");
+    }
 }
 
 /// `--force-new-cluster`: after the whole cluster is down, one member restarts alone with its data,
@@ -526,4 +534,34 @@ async fn force_new_cluster_restarts_one_member_alone_with_its_data() {
     let mut c1 = client_to(&cl.members[0], Duration::from_secs(20)).await;
     c1.put("again", "2", None).await.unwrap();
     assert_eq!(c1.member_list().await.unwrap().members().len(), 1);
+}
+
+/// Right after start-up, with no fault, every linearizable read on every member is answered well
+/// within the request timeout: a ReadIndex round that raft drops is retried, not left to time out
+/// (some were unanswered for the whole 7 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_right_after_start_up_are_all_answered() {
+    let cl = Cluster::start(3, &[]).await;
+    let mut tasks = Vec::new();
+    for (i, m) in cl.members.iter().enumerate() {
+        // A client deadline below the request timeout (5 s + 2 election timeouts): a read left to
+        // the server's timeout fails here.
+        let mut c = client_to(m, Duration::from_secs(4)).await;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..300 {
+                if n % 10 == 0 {
+                    c.put(format!("r{i}"), n.to_string(), None)
+                        .await
+                        .map_err(|e| format!("put {n} on member {i}: {e}"))?;
+                }
+                c.get(format!("r{i}"), None)
+                    .await
+                    .map_err(|e| format!("read {n} on member {i}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
 }
