@@ -19,6 +19,7 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tcpproxy;
 
 use std::future::Future;
 

@@ -35,6 +35,8 @@ struct Cli {
 enum Sub {
     /// Load generator modelled on etcd's benchmark tool (works against etcd too).
     Bench(metastore::bench::BenchArgs),
+    /// etcd's gateway: a TCP proxy in front of the cluster's client URLs.
+    Gateway(metastore::tcpproxy::GatewayArgs),
 }
 
 /// etcd (Go's flag package) accepts `-name value` as well as `--name value`; clap wants two dashes.
@@ -91,8 +93,17 @@ fn init_logging(level: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args());
-    if let Some(Sub::Bench(args)) = cli.cmd {
-        return run_bench(args);
+    match cli.cmd {
+        Some(Sub::Bench(args)) => return run_bench(args),
+        Some(Sub::Gateway(g)) => {
+            if let Err(e) = init_logging("info") {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            let metastore::tcpproxy::GatewayCmd::Start = g.cmd;
+            return block_on(metastore::tcpproxy::run(g.flags, shutdown_signal()));
+        }
+        None => {}
     }
     if cli.version {
         print_version(&cli.flags.etcd_version);
