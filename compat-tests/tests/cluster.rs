@@ -576,11 +576,20 @@ async fn member_update_changes_peer_urls_with_etcds_errors() {
     let r = c.member_update(m3.id(), [moved.clone()]).await.unwrap();
     let now = r.members().iter().find(|m| m.id() == m3.id()).unwrap();
     assert_eq!(now.peer_urls(), std::slice::from_ref(&moved));
-    let m2 = cl.members[1].client().await.member_list().await.unwrap();
-    assert!(m2
-        .members()
-        .iter()
-        .any(|m| m.peer_urls() == [moved.clone()]));
+    // m2 answers MemberList from its own applied state: it sees the update once it applied it.
+    let c2 = cl.members[1].client().await;
+    eventually(10, "m2 to list the moved peer URL", || {
+        let mut c2 = c2.clone();
+        let moved = moved.clone();
+        async move {
+            let list = c2.member_list().await.ok()?;
+            list.members()
+                .iter()
+                .any(|m| m.peer_urls() == [moved.clone()])
+                .then_some(())
+        }
+    })
+    .await;
     assert_grpc_error(
         c.member_update(m3.id(), [cl.members[0].peer_url()]).await,
         Code::FailedPrecondition,
