@@ -516,8 +516,12 @@ async fn membership_learner_add_start_promote_and_remove() {
         async move { c.member_promote(id4).await.ok() }
     })
     .await;
-    let s = c4.status().await.unwrap();
-    assert!(!s.is_learner());
+    // m4 reports the promotion once it has applied it itself.
+    eventually(20, "m4 to apply its promotion", || {
+        let mut c4 = c4.clone();
+        async move { (!c4.status().await.ok()?.is_learner()).then_some(()) }
+    })
+    .await;
     // Item 73: removing an unknown member; removing a follower leaves a serving cluster and the
     // removed member stops by itself.
     assert_grpc_error(
