@@ -60,43 +60,6 @@ impl ClusterService {
         Ok(self.server.blocking(list_members).await?)
     }
 
-    /// MemberPromote forwarded to the leader's client URL, retried every heartbeat while there is
-    /// no leader or it cannot be reached, until the request timeout.
-    async fn promote_on_leader(&self, id: u64) -> Result<MemberPromoteResponse, Status> {
-        let s = &self.server;
-        let deadline = tokio::time::Instant::now() + s.cfg.request_timeout();
-        loop {
-            let url = s
-                .leader_client_urls()
-                .ok()
-                .and_then(|u| u.into_iter().next());
-            if let Some(url) = url {
-                let attempt = async {
-                    let mut client = ClusterClient::connect(url)
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    client
-                        .member_promote(MemberPromoteRequest { id })
-                        .await
-                        .map(Response::into_inner)
-                };
-                let wait = s
-                    .cfg
-                    .election_timeout
-                    .max(std::time::Duration::from_millis(500));
-                match tokio::time::timeout(wait, attempt).await {
-                    Ok(Ok(r)) => return Ok(r),
-                    Ok(Err(st)) if st.code() != tonic::Code::Unavailable => return Err(st),
-                    _ => {}
-                }
-            }
-            if tokio::time::Instant::now() + s.cfg.heartbeat >= deadline {
-                return Err(Error::Timeout.into());
-            }
-            tokio::time::sleep(s.cfg.heartbeat).await;
-        }
-    }
-
     /// Voters and the voters this member is connected to (itself included), as etcd's strict
     /// reconfiguration check counts them.
     async fn active(&self) -> Result<(Vec<u64>, Vec<u64>), Status> {
@@ -247,7 +210,18 @@ impl Cluster for ClusterService {
         let Some(progress) = s.progress().await? else {
             // Only the leader knows whether the learner is in sync: ask it, waiting out a leader
             // change (no leader, or one that cannot be reached) until the request timeout.
-            let mut resp = self.promote_on_leader(id).await?;
+            let remote = super::forward::LeaderLink::new(s.clone())
+                .forward(|ch| async move {
+                    ClusterClient::new(ch)
+                        .member_promote(super::forward::forwarded_request(MemberPromoteRequest {
+                            id,
+                        }))
+                        .await
+                        .map(Response::into_inner)
+                })
+                .await?;
+            // None: this member took over meanwhile; the client retries on this code.
+            let mut resp = remote.ok_or(Error::LeaderChanged)?;
             resp.header = Some(s.header(0));
             return Ok(Response::new(resp));
         };

@@ -1,20 +1,16 @@
 //! Lease service: Grant and Revoke go through raft; KeepAlive and TimeToLive are answered by the
 //! leader (a follower forwards them to the leader's client URL); Leases lists the local records.
-//!
-//! Forwarding waits out a leader change: while there is no leader, or the one known cannot be
-//! reached or no longer leads, the follower looks again every heartbeat until the request timeout,
-//! as etcd's follower does. A forwarded request is marked and never forwarded a second time.
+//! Forwarding, and how it waits out a leader change, is `forward`'s.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
-use parking_lot::Mutex;
-use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::forward::{forwarded_request, is_forwarded, LeaderLink};
 
 use crate::apply::Applied;
 use crate::error::Error;
@@ -33,107 +29,20 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct LeaseService {
     pub server: Arc<EtcdServer>,
-    /// A channel to the leader's client URL, for requests only the leader answers.
-    leader: Mutex<Option<(String, Channel)>>,
+    /// The way to the leader, for requests only the leader answers.
+    leader: LeaderLink,
 }
 
 impl LeaseService {
     pub fn new(server: Arc<EtcdServer>) -> LeaseService {
         LeaseService {
+            leader: LeaderLink::new(server.clone()),
             server,
-            leader: Mutex::new(None),
         }
     }
 
     fn is_leader(&self) -> bool {
         self.server.raft.status.leader() == self.server.member_id
-    }
-
-    async fn leader_client(&self) -> Result<LeaseClient<Channel>, Status> {
-        let url = self
-            .server
-            .leader_client_urls()?
-            .into_iter()
-            .next()
-            .ok_or(Error::NoLeader)?;
-        if let Some((u, ch)) = self.leader.lock().as_ref() {
-            if *u == url {
-                return Ok(LeaseClient::new(ch.clone()));
-            }
-        }
-        let ch = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .connect_timeout(self.attempt_timeout())
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("leader unreachable: {e}")))?;
-        *self.leader.lock() = Some((url, ch.clone()));
-        Ok(LeaseClient::new(ch))
-    }
-
-    /// How long one forwarding attempt may take before the leader is looked up again.
-    fn attempt_timeout(&self) -> Duration {
-        self.server
-            .cfg
-            .election_timeout
-            .max(Duration::from_millis(500))
-    }
-
-    /// The leader to forward to, or None when this member leads. While there is no leader, or it
-    /// cannot be reached, waits for one until `deadline` (etcd's follower does the same for lease
-    /// renewals, so a leader change does not fail keep-alives), then fails with etcd's timeout.
-    async fn leader_or_wait(
-        &self,
-        deadline: Instant,
-    ) -> Result<Option<LeaseClient<Channel>>, Status> {
-        loop {
-            let leader = self.server.raft.status.leader();
-            if leader == self.server.member_id {
-                return Ok(None);
-            }
-            if leader != 0 {
-                match self.leader_client().await {
-                    Ok(c) => return Ok(Some(c)),
-                    Err(e) => tracing::debug!(error = %e, "leader not reachable, retrying"),
-                }
-            }
-            self.pause_before_retry(deadline).await?;
-        }
-    }
-
-    /// Waits a heartbeat before the next forwarding attempt, or fails once `deadline` is near.
-    async fn pause_before_retry(&self, deadline: Instant) -> Result<(), Status> {
-        *self.leader.lock() = None;
-        let pause = self.server.cfg.heartbeat;
-        if Instant::now() + pause >= deadline {
-            return Err(Error::Timeout.into());
-        }
-        tokio::time::sleep(pause).await;
-        Ok(())
-    }
-
-    /// Runs `call` against the leader until it answers, retrying (within the request timeout) while
-    /// the leader is unknown, unreachable, or turns out not to lead; `None` when this member leads.
-    async fn forward<T, F, Fut>(&self, call: F) -> Result<Option<T>, Status>
-    where
-        F: Fn(LeaseClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Status>>,
-    {
-        let deadline = Instant::now() + self.server.cfg.request_timeout();
-        loop {
-            let Some(c) = self.leader_or_wait(deadline).await? else {
-                return Ok(None);
-            };
-            match tokio::time::timeout(self.attempt_timeout(), call(c)).await {
-                Ok(Ok(r)) => return Ok(Some(r)),
-                Ok(Err(st)) if !retryable(&st) => return Err(st),
-                Ok(Err(st)) => {
-                    tracing::debug!(error = %st, "forwarding to the leader failed, retrying")
-                }
-                Err(_) => tracing::debug!("the leader did not answer in time, retrying"),
-            }
-            self.pause_before_retry(deadline).await?;
-        }
     }
 
     /// One keep-alive, renewed here on the leader or forwarded to it. A forwarded one that reached
@@ -148,7 +57,11 @@ impl LeaseService {
             if !self.is_leader() {
                 return Err(Error::NotLeader.into());
             }
-        } else if let Some(r) = self.forward(|c| keep_alive_on(c, id)).await? {
+        } else if let Some(r) = self
+            .leader
+            .forward(|ch| keep_alive_on(LeaseClient::new(ch), id))
+            .await?
+        {
             return Ok(r);
         }
         let header = Some(s.header(s.store.current_revision()));
@@ -170,28 +83,6 @@ async fn keep_alive_on(
             "the leader ended the keep-alive stream",
         )),
     }
-}
-
-/// Marks a request forwarded by a member to the leader (the leader never forwards it again).
-const FORWARDED: &str = "metastore-forwarded";
-
-fn forwarded_request<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    r
-}
-
-fn is_forwarded<T>(r: &Request<T>) -> bool {
-    r.metadata().contains_key(FORWARDED)
-}
-
-/// Errors after which the leader is looked up again: it is gone, changing, or not the leader.
-fn retryable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-    ) || s.message() == Error::NotLeader.to_string()
 }
 
 /// etcd's smallest TTL: 1.5 election timeouts, rounded up to whole seconds.
@@ -279,7 +170,12 @@ impl Lease for LeaseService {
         }
         if !forwarded {
             let remote = self
-                .forward(|mut c| async move { c.lease_time_to_live(forwarded_request(r)).await })
+                .leader
+                .forward(|ch| async move {
+                    LeaseClient::new(ch)
+                        .lease_time_to_live(forwarded_request(r))
+                        .await
+                })
                 .await?;
             if let Some(resp) = remote {
                 return Ok(resp);

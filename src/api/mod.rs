@@ -11,6 +11,7 @@ mod authority;
 mod cluster;
 mod deadline;
 mod election;
+mod forward;
 mod gateway;
 mod gateway_stream;
 mod http;
