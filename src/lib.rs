@@ -20,6 +20,7 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod tcpproxy;
+pub mod tls;
 
 use std::future::Future;
 
@@ -30,13 +31,19 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     let peer_listeners = api::bind_any(&cfg.listen_peer_urls).await?;
     let metrics_listeners = api::bind(&cfg.listen_metrics_urls).await?;
     let rt = tokio::runtime::Handle::current();
-    let server = tokio::task::spawn_blocking(move || server::EtcdServer::start(cfg, rt))
-        .await
-        .map_err(|e| error::Error::Internal(format!("start: {e}")))??;
+    let (peer_tls, client_tls, server) = tokio::task::spawn_blocking(move || {
+        let (peer_tls, client_tls) = load_tls(&cfg)?;
+        let dialer = raft::transport::Dialer::new(peer_tls.clone());
+        let server = server::EtcdServer::start(cfg, rt, dialer)?;
+        Ok::<_, error::Error>((peer_tls, client_tls, server))
+    })
+    .await
+    .map_err(|e| error::Error::Internal(format!("start: {e}")))??;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let peers = tokio::spawn(api::serve_peer(
         server.clone(),
         peer_listeners,
+        peer_tls,
         stop_rx.clone(),
     ));
     if server.cfg.initial_corrupt_check {
@@ -76,7 +83,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         metrics_listeners,
         stop_rx.clone(),
     ));
-    let serving = tokio::spawn(api::serve(server.clone(), listeners, stop_rx));
+    let serving = tokio::spawn(api::serve(server.clone(), listeners, client_tls, stop_rx));
     tracing::info!(
         name = %server.cfg.name,
         member_id = %format!("{:x}", server.member_id),
@@ -108,6 +115,35 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The peer and client TLS material (`tls`), each None when its flags give none. Auto-TLS
+/// certificates are made for the hosts of the listen URLs, as etcd makes them.
+type TlsPair = (
+    Option<std::sync::Arc<tls::Tls>>,
+    Option<std::sync::Arc<tls::Tls>>,
+);
+
+fn load_tls(cfg: &config::Config) -> error::Result<TlsPair> {
+    let hosts = |urls: &[String]| -> Vec<String> {
+        urls.iter()
+            .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_string))
+            .collect()
+    };
+    let load = |side, info, urls: &[String]| {
+        tls::Tls::load(
+            side,
+            info,
+            &cfg.data_dir,
+            &hosts(urls),
+            cfg.self_signed_cert_validity,
+        )
+        .map_err(error::Error::Internal)
+    };
+    Ok((
+        load(tls::Side::Peer, &cfg.peer_tls, &cfg.listen_peer_urls)?,
+        load(tls::Side::Client, &cfg.client_tls, &cfg.listen_client_urls)?,
+    ))
 }
 
 /// How long in-flight requests get to finish at shutdown.

@@ -28,7 +28,7 @@ use crate::proto::metastorepb::{
     internal_request::Request, InternalRequest, MemberAttributes, MemberRecord,
 };
 use crate::raft::propose::{IdGen, Wait};
-use crate::raft::transport::{fetch_members, Transport};
+use crate::raft::transport::{fetch_members, Dialer, Transport};
 use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
 use crate::storage::{
     checkpoint, encode_u64, Db, CF_LOCAL, CF_META, META_APPLIED_INDEX, META_APPLIED_TERM,
@@ -75,7 +75,11 @@ const BACKEND_SIZE_MAX_AGE_MS: u64 = 100;
 impl EtcdServer {
     /// Opens or bootstraps the member and starts its raft and apply threads. Runs on a blocking
     /// thread; `rt` runs the peer transport.
-    pub fn start(cfg: Config, rt: tokio::runtime::Handle) -> Result<Arc<EtcdServer>> {
+    pub fn start(
+        cfg: Config,
+        rt: tokio::runtime::Handle,
+        dialer: Dialer,
+    ) -> Result<Arc<EtcdServer>> {
         let db = Db::open(&cfg.data_dir)?;
         let log_db = Db::open_log(&cfg.data_dir)?;
         let snap_dir = cfg.data_dir.join("snap");
@@ -97,7 +101,9 @@ impl EtcdServer {
                 }
                 (m, c)
             }
-            None if cfg.initial_cluster_state == ClusterState::Existing => join(&cfg, &db, &rt)?,
+            None if cfg.initial_cluster_state == ClusterState::Existing => {
+                join(&cfg, &db, &rt, &dialer)?
+            }
             None => bootstrap(&cfg, &db, &raft_storage)?,
         };
         // Applied state may be ahead of the log (snapshot installed, log not yet restarted).
@@ -109,7 +115,7 @@ impl EtcdServer {
                 "raft log restarted after the applied snapshot state"
             );
         }
-        let transport = Transport::new(cluster_id, member_id, rt, snap_dir);
+        let transport = Transport::new(cluster_id, member_id, rt, snap_dir, dialer);
         let peers: Vec<(u64, Vec<String>)> = cluster::list_records(&db)?
             .into_iter()
             .map(|m| (m.id, m.peer_urls))
@@ -496,21 +502,6 @@ impl EtcdServer {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// The leader's TCP client URLs (for requests only the leader serves; `unix://` sockets are
-    /// left out, they are the leader's machine's own).
-    pub fn leader_client_urls(&self) -> Result<Vec<String>> {
-        let leader = self.raft.status.leader();
-        if leader == 0 {
-            return Err(Error::NoLeader);
-        }
-        Ok(cluster::get_member(&self.db, leader)?
-            .map(|m| m.client_urls)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|u| crate::config::unix_socket_path(u).is_none())
-            .collect())
-    }
-
     /// Waits until this member has applied everything committed when the call began (ReadIndex).
     pub async fn read_barrier(&self) -> Result<()> {
         let deadline = Instant::now() + self.cfg.request_timeout();
@@ -652,7 +643,7 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
 /// Joins an existing cluster: asks the members named in --initial-cluster for the cluster id and the
 /// member list, and finds this member (added before with MemberAdd) by its peer URLs. The state itself
 /// arrives as a snapshot from the leader.
-fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle) -> Result<(u64, u64)> {
+fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle, dialer: &Dialer) -> Result<(u64, u64)> {
     let others: Vec<String> = cfg
         .initial_cluster
         .iter()
@@ -666,7 +657,7 @@ fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle) -> Result<(u64, u64)
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let resp = loop {
-        if let Some(r) = rt.block_on(fetch_members(&others)) {
+        if let Some(r) = rt.block_on(fetch_members(dialer, &others)) {
             break r;
         }
         if std::time::Instant::now() > deadline {

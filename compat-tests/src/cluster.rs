@@ -25,6 +25,8 @@ pub struct Cluster {
     /// With `start_proxied`: the proxy in front of each member's peer port (inbound peer traffic).
     pub proxies: Vec<Proxy>,
     dir: TempDir,
+    /// `http`, or `https` for peer TLS.
+    peer_scheme: &'static str,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -35,6 +37,7 @@ fn member_config(
     peer: u16,
     cluster: &str,
     extra: &[&str],
+    peer_scheme: &'static str,
 ) -> MemberConfig {
     let mut extra_args: Vec<String> = vec![
         "--initial-cluster-token".into(),
@@ -46,6 +49,8 @@ fn member_config(
     ];
     extra_args.extend(extra.iter().map(|s| s.to_string()));
     MemberConfig {
+        peer_scheme,
+        tls_client_port: None,
         target: target(),
         name: name.into(),
         client_port: client,
@@ -67,6 +72,20 @@ impl Cluster {
 
     /// Configures `n` members but starts only the first `running` of them.
     pub async fn start_some(n: usize, extra: &[&str], running: usize) -> Cluster {
+        Cluster::start_scheme(n, extra, running, "http").await
+    }
+
+    /// Starts `n` members whose peer URLs are `https://` (the peer TLS flags come in `extra`).
+    pub async fn start_tls_peers(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_scheme(n, extra, n, "https").await
+    }
+
+    async fn start_scheme(
+        n: usize,
+        extra: &[&str],
+        running: usize,
+        peer_scheme: &'static str,
+    ) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::Builder::new()
             .prefix("compat-cluster-")
@@ -75,7 +94,7 @@ impl Cluster {
         'attempt: for attempt in 1..=ATTEMPTS {
             let ports = free_ports(2 * n);
             let cluster = (0..n)
-                .map(|i| format!("m{}=http://127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+                .map(|i| format!("m{}={peer_scheme}://127.0.0.1:{}", i + 1, ports[2 * i + 1]))
                 .collect::<Vec<_>>()
                 .join(",");
             let mut members: Vec<Member> = (0..n)
@@ -88,6 +107,7 @@ impl Cluster {
                         ports[2 * i + 1],
                         &cluster,
                         extra,
+                        peer_scheme,
                     );
                     let _ = std::fs::remove_dir_all(&cfg.data_dir);
                     Member::configured(cfg, dir.path().join(format!("{name}.log")))
@@ -123,6 +143,7 @@ impl Cluster {
                 members,
                 proxies: Vec::new(),
                 dir,
+                peer_scheme,
                 _turn: turn,
             };
         }
@@ -156,6 +177,7 @@ impl Cluster {
                     ports[2 * i + 1],
                     &cluster,
                     extra,
+                    "http",
                 );
                 cfg.advertised_peer_port = Some(proxies[i].port);
                 Member::configured(cfg, dir.path().join(format!("{name}.log")))
@@ -171,6 +193,7 @@ impl Cluster {
             members,
             proxies,
             dir,
+            peer_scheme: "http",
             _turn: turn,
         }
     }
@@ -250,6 +273,7 @@ impl Cluster {
             peer_port,
             initial_cluster,
             extra,
+            self.peer_scheme,
         );
         cfg.extra_args.push("--initial-cluster-state".into());
         cfg.extra_args.push("existing".into());

@@ -15,10 +15,13 @@
 //! - [`etcdctl`]: the `etcdctl` 3.4 wrapper.
 //! - [`check`]: assertion helpers for gRPC errors and responses.
 //! - [`http`]: plain HTTP/1.1 GETs for `/health`, `/version`, `/metrics`.
+//! - [`certs`]: certificates made at test time (a CA, server/client certificates) and raw TLS
+//!   handshakes.
 //!
 //! Invariants: everything binds to 127.0.0.1 on free ports, every data dir is a fresh temp dir, and the
 //! harness only ever signals processes it started itself (by their PID, while it still owns them).
 
+pub mod certs;
 pub mod check;
 pub mod cluster;
 pub mod etcdctl;

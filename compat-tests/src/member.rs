@@ -50,6 +50,10 @@ pub struct MemberConfig {
     pub client_port: u16,
     /// Port of the peer URL `http://127.0.0.1:<peer_port>`.
     pub peer_port: u16,
+    /// `http` or `https` (peer TLS) for the peer URLs.
+    pub peer_scheme: &'static str,
+    /// A second client URL, `https://127.0.0.1:<port>`, when the member serves client TLS.
+    pub tls_client_port: Option<u16>,
     /// The peer port advertised to the others when it differs from the listening one (a proxy).
     pub advertised_peer_port: Option<u16>,
     /// `--data-dir`.
@@ -74,23 +78,35 @@ impl MemberConfig {
 
     /// The client URL, and the unix socket's URL when there is one.
     pub fn listen_client_urls(&self) -> String {
-        match &self.client_socket {
-            Some(p) => format!("{},unix://{}", self.client_url(), p.display()),
-            None => self.client_url(),
+        let mut urls = self.client_url();
+        if let Some(p) = &self.client_socket {
+            urls.push_str(&format!(",unix://{}", p.display()));
         }
+        if let Some(u) = self.tls_client_url() {
+            urls.push(',');
+            urls.push_str(&u);
+        }
+        urls
+    }
+
+    /// `https://127.0.0.1:<tls_client_port>` when the member serves client TLS.
+    pub fn tls_client_url(&self) -> Option<String> {
+        self.tls_client_port
+            .map(|p| format!("https://127.0.0.1:{p}"))
     }
 
     /// `http://127.0.0.1:<peer_port>`.
     pub fn peer_url(&self) -> String {
         format!(
-            "http://127.0.0.1:{}",
+            "{}://127.0.0.1:{}",
+            self.peer_scheme,
             self.advertised_peer_port.unwrap_or(self.peer_port)
         )
     }
 
     /// The URL the member listens on for peers.
     pub fn listen_peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn endpoint(&self) -> String {
@@ -160,6 +176,7 @@ pub struct MemberBuilder {
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
     client_socket: bool,
+    tls_client: bool,
 }
 
 impl Default for MemberBuilder {
@@ -177,7 +194,15 @@ impl MemberBuilder {
             extra_args: Vec::new(),
             envs: Vec::new(),
             client_socket: false,
+            tls_client: false,
         }
+    }
+
+    /// Also listen for clients on `https://127.0.0.1:<port>` (the TLS flags come as extra args);
+    /// the plain client URL stays, for the readiness probe.
+    pub fn tls_client(mut self) -> Self {
+        self.tls_client = true;
+        self
     }
 
     /// Also listen for clients on a unix socket in the member's temp dir (`client.sock`).
@@ -226,9 +251,11 @@ impl MemberBuilder {
     }
 
     fn config(&self, dir: &Path) -> MemberConfig {
-        let ports = free_ports(2);
+        let ports = free_ports(3);
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
         MemberConfig {
+            peer_scheme: "http",
+            tls_client_port: self.tls_client.then_some(ports[2]),
             target: self.target,
             name: self.name.clone(),
             client_port: ports[0],
@@ -657,6 +684,8 @@ mod tests {
 
     fn config(envs: Vec<(String, String)>) -> MemberConfig {
         MemberConfig {
+            peer_scheme: "http",
+            tls_client_port: None,
             target: Target::Etcd,
             name: "m1".into(),
             client_port: 1111,

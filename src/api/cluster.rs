@@ -12,10 +12,9 @@ use tonic::{Request, Response, Status};
 use crate::cluster::{get_member, list_members, list_records};
 use crate::error::Error;
 use crate::proto::etcdserverpb::{
-    cluster_client::ClusterClient, cluster_server::Cluster, Member, MemberAddRequest,
-    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse,
+    cluster_server::Cluster, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::proto::metastorepb::internal_request::Request as Internal;
 use crate::proto::metastorepb::{member_change::Kind, MemberChange, MemberRecord};
@@ -210,12 +209,13 @@ impl Cluster for ClusterService {
         let Some(progress) = s.progress().await? else {
             // Only the leader knows whether the learner is in sync: ask it, waiting out a leader
             // change (no leader, or one that cannot be reached) until the request timeout.
+            if super::forward::is_forwarded(&req) {
+                // Forwarded here by a member that took this one for the leader.
+                return Err(Error::NotLeader.into());
+            }
             let remote = super::forward::LeaderLink::new(s.clone())
-                .forward(|ch| async move {
-                    ClusterClient::new(ch)
-                        .member_promote(super::forward::forwarded_request(MemberPromoteRequest {
-                            id,
-                        }))
+                .forward(|mut c| async move {
+                    c.member_promote(MemberPromoteRequest { id })
                         .await
                         .map(Response::into_inner)
                 })

@@ -1,11 +1,14 @@
 //! Requests only the leader answers (lease KeepAlive and TimeToLive, MemberPromote), forwarded
-//! by a follower to the leader's client URL.
+//! by a follower to the leader's peer URL (the `Leader` service of `peer.proto`), through the
+//! peer transport's dialer, so that peer TLS applies and client-side TLS or auth never stands
+//! between members.
 //!
 //! Forwarding waits out a leader change: while there is no leader, or the one known cannot be
 //! reached, does not answer in time, or no longer leads, the follower looks again every heartbeat
 //! until the request timeout (as etcd's follower does), then fails with etcd's timeout error.
-//! A forwarded request carries `metastore-forwarded`; a member that receives one and does not lead
-//! refuses it (`etcdserver: not leader`) instead of forwarding it again.
+//! A request that arrives on the `Leader` service is marked forwarded (a request extension, which
+//! no client can set); a member that receives one and does not lead refuses it
+//! (`etcdserver: not leader`) instead of forwarding it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,25 +16,31 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::error::Error;
+use crate::proto::etcdserverpb::{
+    cluster_server::Cluster, lease_server::Lease, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberPromoteRequest, MemberPromoteResponse,
+};
+use crate::proto::metastorepb::leader_client::LeaderClient;
+use crate::proto::metastorepb::leader_server::Leader;
 use crate::server::EtcdServer;
 
-/// Marks a request forwarded by a member to the leader.
-const FORWARDED: &str = "metastore-forwarded";
+/// Marks a request that another member forwarded (it came in on the `Leader` service).
+#[derive(Clone, Copy)]
+struct Forwarded;
 
-/// `msg` as a forwarded request.
-pub(super) fn forwarded_request<T>(msg: T) -> Request<T> {
+/// `msg` as a request forwarded by another member.
+fn forwarded_request<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r.extensions_mut().insert(Forwarded);
     r
 }
 
 /// Whether `r` was forwarded by another member.
 pub(super) fn is_forwarded<T>(r: &Request<T>) -> bool {
-    r.metadata().contains_key(FORWARDED)
+    r.extensions().get::<Forwarded>().is_some()
 }
 
 /// Errors after which the leader is looked up again: it is gone, changing, or not the leader.
@@ -42,10 +51,11 @@ fn retryable(s: &Status) -> bool {
     ) || s.message() == Error::NotLeader.to_string()
 }
 
-/// The way to the leader: its client URL's channel, kept while the leader stays the same.
+/// The way to the leader: a channel to its peer URL, kept while the leader stays the same.
 pub(super) struct LeaderLink {
     server: Arc<EtcdServer>,
-    cached: Mutex<Option<(String, Channel)>>,
+    /// The leader's id and a channel to it.
+    cached: Mutex<Option<(u64, Channel)>>,
 }
 
 impl LeaderLink {
@@ -64,26 +74,30 @@ impl LeaderLink {
             .max(Duration::from_millis(500))
     }
 
-    async fn channel(&self) -> Result<Channel, Status> {
-        let url = self
-            .server
-            .leader_client_urls()?
-            .into_iter()
-            .next()
-            .ok_or(Error::NoLeader)?;
-        if let Some((u, ch)) = self.cached.lock().as_ref() {
-            if *u == url {
-                return Ok(ch.clone());
+    async fn channel(&self) -> Result<LeaderClient<Channel>, Status> {
+        let leader = self.server.raft.status.leader();
+        if leader == 0 {
+            return Err(Error::NoLeader.into());
+        }
+        if let Some((id, ch)) = self.cached.lock().as_ref() {
+            if *id == leader {
+                return Ok(LeaderClient::new(ch.clone()));
             }
         }
-        let ch = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .connect_timeout(self.attempt_timeout())
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("leader unreachable: {e}")))?;
-        *self.cached.lock() = Some((url, ch.clone()));
-        Ok(ch)
+        let urls = crate::cluster::get_member(&self.server.db, leader)
+            .map_err(Status::from)?
+            .map(|m| m.peer_urls)
+            .unwrap_or_default();
+        let ch = tokio::time::timeout(
+            self.attempt_timeout(),
+            self.server.transport.dialer().channel(&urls),
+        )
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| Status::unavailable(format!("leader unreachable at {urls:?}")))?;
+        *self.cached.lock() = Some((leader, ch.clone()));
+        Ok(LeaderClient::new(ch))
     }
 
     /// Waits a heartbeat before the next attempt, or fails once `deadline` is near.
@@ -101,7 +115,7 @@ impl LeaderLink {
     /// (the caller then answers itself).
     pub(super) async fn forward<T, F, Fut>(&self, call: F) -> Result<Option<T>, Status>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(LeaderClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let s = &self.server;
@@ -126,5 +140,43 @@ impl LeaderLink {
             }
             self.pause(deadline).await?;
         }
+    }
+}
+
+/// The `Leader` service on the peer URLs: the calls other members forward, answered by the same
+/// code as the client API's, marked forwarded so that a member that does not lead refuses them.
+pub(super) struct LeaderService {
+    pub(super) lease: super::lease::LeaseService,
+    pub(super) cluster: super::cluster::ClusterService,
+}
+
+#[tonic::async_trait]
+impl Leader for LeaderService {
+    async fn lease_keep_alive(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.lease
+            .keep_alive_once(req.get_ref().id, true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.lease
+            .lease_time_to_live(forwarded_request(req.into_inner()))
+            .await
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.cluster
+            .member_promote(forwarded_request(req.into_inner()))
+            .await
     }
 }

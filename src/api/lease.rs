@@ -1,5 +1,5 @@
 //! Lease service: Grant and Revoke go through raft; KeepAlive and TimeToLive are answered by the
-//! leader (a follower forwards them to the leader's client URL); Leases lists the local records.
+//! leader (a follower forwards them to the leader's peer URL); Leases lists the local records.
 //! Forwarding, and how it waits out a leader change, is `forward`'s.
 
 use std::pin::Pin;
@@ -7,20 +7,18 @@ use std::sync::Arc;
 
 use futures::Stream;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::forward::{forwarded_request, is_forwarded, LeaderLink};
+use super::forward::{is_forwarded, LeaderLink};
 
 use crate::apply::Applied;
 use crate::error::Error;
 use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::write::{all_leases, attached_keys};
 use crate::proto::etcdserverpb::{
-    lease_client::LeaseClient, lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse,
+    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::proto::metastorepb::internal_request::Request as Internal;
 use crate::server::EtcdServer;
@@ -47,7 +45,7 @@ impl LeaseService {
 
     /// One keep-alive, renewed here on the leader or forwarded to it. A forwarded one that reached
     /// a member that does not lead (any more) is refused, so that its forwarder looks again.
-    async fn keep_alive_once(
+    pub(super) async fn keep_alive_once(
         &self,
         id: i64,
         forwarded: bool,
@@ -59,7 +57,11 @@ impl LeaseService {
             }
         } else if let Some(r) = self
             .leader
-            .forward(|ch| keep_alive_on(LeaseClient::new(ch), id))
+            .forward(|mut c| async move {
+                c.lease_keep_alive(LeaseKeepAliveRequest { id })
+                    .await
+                    .map(Response::into_inner)
+            })
             .await?
         {
             return Ok(r);
@@ -67,21 +69,6 @@ impl LeaseService {
         let header = Some(s.header(s.store.current_revision()));
         let ttl = s.lessor.renew(id).unwrap_or(0);
         Ok(LeaseKeepAliveResponse { header, id, ttl })
-    }
-}
-
-/// One keep-alive on the leader's own stream.
-async fn keep_alive_on(
-    mut c: LeaseClient<Channel>,
-    id: i64,
-) -> Result<LeaseKeepAliveResponse, Status> {
-    let req = forwarded_request(tokio_stream::iter([LeaseKeepAliveRequest { id }]));
-    let mut stream = c.lease_keep_alive(req).await?.into_inner();
-    match stream.next().await {
-        Some(r) => r,
-        None => Err(Status::unavailable(
-            "the leader ended the keep-alive stream",
-        )),
     }
 }
 
@@ -171,11 +158,7 @@ impl Lease for LeaseService {
         if !forwarded {
             let remote = self
                 .leader
-                .forward(|ch| async move {
-                    LeaseClient::new(ch)
-                        .lease_time_to_live(forwarded_request(r))
-                        .await
-                })
+                .forward(|mut c| async move { c.lease_time_to_live(r).await })
                 .await?;
             if let Some(resp) = remote {
                 return Ok(resp);

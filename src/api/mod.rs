@@ -17,18 +17,20 @@ mod gateway_stream;
 mod http;
 mod kv;
 mod lease;
+mod listen;
 mod lock;
 mod maintenance;
 mod recipes;
 #[path = "watch.rs"]
 mod watch_service;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+
+pub use listen::{bind, bind_any, Bound, Listener};
+use listen::{client_connections, nodelay, tls_connections};
 
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::{
@@ -39,53 +41,18 @@ use crate::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer,
     watch_server::WatchServer,
 };
-use crate::proto::metastorepb::peer_server::PeerServer;
+use crate::proto::metastorepb::{leader_server::LeaderServer, peer_server::PeerServer};
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::transport::PeerService;
 use crate::server::EtcdServer;
+use crate::tls::Tls;
 
 /// Services whose every RPC answers Unimplemented (the generated default bodies).
 #[derive(Clone, Copy)]
 pub struct NotServed;
 
 impl Auth for NotServed {}
-
-/// The accepted connections of `l`, with Nagle's algorithm off: tonic does not apply its own
-/// `tcp_nodelay` to connections it is handed, and small responses (watch events, raft messages) would
-/// otherwise wait for the peer's delayed ACK.
-fn nodelay(
-    l: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(l).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
-
-/// The accepted connections of a client URL: `nodelay`, each behind the `:authority` fix-up that
-/// lets grpc-go clients dial `http://HOST:PORT` endpoints (see `authority`).
-fn client_connections(
-    l: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityFix<tokio::net::TcpStream>>>
-       + Send
-       + 'static {
-    use tokio_stream::StreamExt;
-    nodelay(l).map(|conn| conn.map(authority::AuthorityFix::new))
-}
-
-impl<S> tonic::transport::server::Connected for authority::AuthorityFix<S>
-where
-    S: tonic::transport::server::Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.get_ref().connect_info()
-    }
-}
 
 /// A tonic router as every listener here runs it: with etcd's deadline answer (`deadline`).
 type Router = tonic::transport::server::Router<
@@ -130,73 +97,12 @@ async fn join_all(
     Ok(())
 }
 
-/// Binds every client URL. A host name is resolved and its first IPv4 address preferred.
-pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
-    let mut out = Vec::new();
-    for u in urls {
-        let parsed = url::Url::parse(u).map_err(|e| Error::Internal(format!("{u}: {e}")))?;
-        if parsed.scheme() != "http" {
-            return Err(Error::Internal(format!(
-                "{u}: only http client URLs are served (TLS is not supported yet)"
-            )));
-        }
-        let host = parsed.host_str().unwrap_or("localhost");
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = parsed.port().unwrap_or(2379);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::Internal(format!("resolve {u}: {e}")))?
-            .collect();
-        let addr = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or_else(|| addrs.first())
-            .copied()
-            .ok_or_else(|| Error::Internal(format!("{u}: no address")))?;
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Internal(format!("listen on {u} ({addr}): {e}")))?;
-        tracing::info!(url = %u, address = %addr, "listening");
-        out.push(l);
-    }
-    Ok(out)
-}
-
-/// A client or peer URL's listener: TCP, or a unix socket for `unix://` URLs.
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-/// Binds every client or peer URL; a `unix://` URL listens on its socket path (a stale socket file left
-/// by an earlier run is removed first, as etcd does).
-pub async fn bind_any(urls: &[String]) -> Result<Vec<Listener>> {
-    let mut out = Vec::new();
-    let mut tcp = Vec::new();
-    for u in urls {
-        match crate::config::unix_socket_path(u) {
-            Some(path) => {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::Internal(format!("listen on {u}: {e}"))),
-                }
-                let l = tokio::net::UnixListener::bind(path)
-                    .map_err(|e| Error::Internal(format!("listen on {u}: {e}")))?;
-                tracing::info!(url = %u, "listening");
-                out.push(Listener::Unix(l));
-            }
-            None => tcp.push(u.clone()),
-        }
-    }
-    out.extend(bind(&tcp).await?.into_iter().map(Listener::Tcp));
-    Ok(out)
-}
-
-/// Serves the peer protocol on `listeners` until `shutdown` turns true.
+/// Serves the peer protocol (and the `Leader` service that followers forward to) on `listeners`
+/// until `shutdown` turns true; `https://` ones with `tls`.
 pub async fn serve_peer(
     server: Arc<EtcdServer>,
-    listeners: Vec<Listener>,
+    listeners: Vec<Bound>,
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let db = server.db.clone();
@@ -206,7 +112,7 @@ pub async fn serve_peer(
     let hash_kv: Arc<dyn Fn(i64) -> Result<(u32, i64)> + Send + Sync> =
         Arc::new(move |rev| crate::corrupt::local_hash(&store, rev));
     let mut tasks = Vec::new();
-    for l in listeners {
+    for b in listeners {
         let svc = PeerServer::new(PeerService {
             transport: server.transport.clone(),
             members: members.clone(),
@@ -214,13 +120,34 @@ pub async fn serve_peer(
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
+        let leader = LeaderServer::new(forward::LeaderService {
+            lease: lease::LeaseService::new(server.clone()),
+            cluster: cluster::ClusterService {
+                server: server.clone(),
+            },
+        });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .layer(deadline::DeadlineLayer)
-            .add_service(svc);
-        tasks.push(match l {
-            Listener::Tcp(l) => spawn_router(router, nodelay(l), shutdown.clone()),
-            Listener::Unix(l) => spawn_router(
+            .add_service(svc)
+            .add_service(leader);
+        let tls_for = |b: &Bound| -> Result<Option<Arc<Tls>>> {
+            match (&tls, b.is_tls()) {
+                (_, false) => Ok(None),
+                (Some(t), true) => Ok(Some(t.clone())),
+                (None, true) => Err(Error::Internal(format!(
+                    "cannot listen on TLS for {}: no peer TLS (--peer-cert-file and --peer-key-file, or --peer-auto-tls)",
+                    b.url
+                ))),
+            }
+        };
+        let with_tls = tls_for(&b)?;
+        tasks.push(match (b.listener, with_tls) {
+            (Listener::Tcp(l), Some(t)) => {
+                spawn_router(router, tls_connections(l, t, b.url), shutdown.clone())
+            }
+            (Listener::Tcp(l), None) => spawn_router(router, nodelay(l), shutdown.clone()),
+            (Listener::Unix(l), _) => spawn_router(
                 router,
                 tokio_stream::wrappers::UnixListenerStream::new(l),
                 shutdown.clone(),
@@ -230,10 +157,11 @@ pub async fn serve_peer(
     join_all("peer server", tasks).await
 }
 
-/// Serves the client API on `listeners` until `shutdown` turns true.
+/// Serves the client API on `listeners` until `shutdown` turns true; `https://` ones with `tls`.
 pub async fn serve(
     server: Arc<EtcdServer>,
-    listeners: Vec<Listener>,
+    listeners: Vec<Bound>,
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let limit = server.cfg.max_recv_bytes() + (16 << 20);
@@ -242,7 +170,7 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let mut tasks = Vec::new();
-    for l in listeners {
+    for b in listeners {
         let kv = KvServer::new(kv::KvService {
             server: server.clone(),
         })
@@ -286,9 +214,27 @@ pub async fn serve(
             .max_concurrent_streams(server.cfg.max_concurrent_streams)
             .layer(deadline::DeadlineLayer)
             .add_routes(routes);
-        tasks.push(match l {
-            Listener::Tcp(l) => spawn_router(router, client_connections(l), shutdown.clone()),
-            Listener::Unix(l) => {
+        let with_tls = match (&tls, b.is_tls()) {
+            (_, false) => None,
+            (Some(t), true) => Some(t.clone()),
+            (None, true) => {
+                return Err(Error::Internal(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
+                    b.url
+                )))
+            }
+        };
+        tasks.push(match (b.listener, with_tls) {
+            (Listener::Tcp(l), Some(t)) => {
+                use tokio_stream::StreamExt;
+                let conns =
+                    tls_connections(l, t, b.url).map(|conn| conn.map(authority::AuthorityFix::new));
+                spawn_router(router, conns, shutdown.clone())
+            }
+            (Listener::Tcp(l), None) => {
+                spawn_router(router, client_connections(l), shutdown.clone())
+            }
+            (Listener::Unix(l), _) => {
                 use tokio_stream::StreamExt;
                 let conns = tokio_stream::wrappers::UnixListenerStream::new(l)
                     .map(|conn| conn.map(authority::AuthorityFix::new));

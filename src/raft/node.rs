@@ -582,7 +582,13 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let transport = Transport::new(9, 1, rt.handle().clone(), dir.path().join("snap"));
+        let transport = Transport::new(
+            9,
+            1,
+            rt.handle().clone(),
+            dir.path().join("snap"),
+            Default::default(),
+        );
         let (apply_tx, apply_rx) = mpsc::channel();
         let cfg = NodeConfig {
             id: 1,

@@ -58,6 +58,7 @@ struct Inner {
     node: Mutex<Option<NodeSink>>,
     rt: tokio::runtime::Handle,
     snap_dir: PathBuf,
+    dialer: Dialer,
 }
 
 impl Transport {
@@ -66,6 +67,7 @@ impl Transport {
         local_id: u64,
         rt: tokio::runtime::Handle,
         snap_dir: PathBuf,
+        dialer: Dialer,
     ) -> Self {
         Transport {
             inner: Arc::new(Inner {
@@ -75,6 +77,7 @@ impl Transport {
                 node: Mutex::new(None),
                 rt,
                 snap_dir,
+                dialer,
             }),
         }
     }
@@ -164,41 +167,13 @@ impl Transport {
         }
     }
 
-    async fn connect(urls: &[String]) -> Option<PeerClient<tonic::transport::Channel>> {
-        for u in urls {
-            let socket = crate::config::unix_socket_path(u);
-            let target = if socket.is_some() {
-                "http://localhost".to_string()
-            } else {
-                u.clone()
-            };
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(target) else {
-                continue;
-            };
-            let ep = ep
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let connected = match socket {
-                Some(path) => {
-                    let dial = ep.connect_with_connector(UnixConnector(PathBuf::from(path)));
-                    match tokio::time::timeout(Duration::from_secs(1), dial).await {
-                        Ok(r) => r,
-                        Err(_) => continue,
-                    }
-                }
-                None => ep.connect().await,
-            };
-            if let Ok(ch) = connected {
-                return Some(
-                    PeerClient::new(ch)
-                        .max_decoding_message_size(64 << 20)
-                        .max_encoding_message_size(64 << 20),
-                );
-            }
-        }
-        None
+    async fn connect(&self, urls: &[String]) -> Option<PeerClient<tonic::transport::Channel>> {
+        self.inner.dialer.connect(urls).await
+    }
+
+    /// How this member dials its peers (with peer TLS when configured).
+    pub fn dialer(&self) -> &Dialer {
+        &self.inner.dialer
     }
 
     async fn peer_loop(
@@ -212,7 +187,7 @@ impl Transport {
         let mut backoff = Duration::from_millis(50);
         loop {
             active.store(false, Ordering::Release);
-            let Some(mut client) = Self::connect(&urls).await else {
+            let Some(mut client) = self.connect(&urls).await else {
                 self.to_node(NodeMsg::Unreachable(id));
                 // Drop what queued up while the peer was down; raft resends what matters.
                 while rx.try_recv().is_ok() {}
@@ -269,7 +244,7 @@ impl Transport {
     async fn try_send_snapshot(&self, urls: &[String], msg: &Message) -> Result<(), String> {
         let dir = PathBuf::from(String::from_utf8_lossy(msg.get_snapshot().get_data()).to_string());
         let files = list_files(&dir).map_err(|e| format!("list {}: {e}", dir.display()))?;
-        let mut client = Self::connect(urls).await.ok_or("peer unreachable")?;
+        let mut client = self.connect(urls).await.ok_or("peer unreachable")?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
         let call = tokio::spawn(async move { client.snapshot(ReceiverStream::new(rx)).await });
         let header = SnapshotChunk {
@@ -335,16 +310,87 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Dials a `unix://` peer URL's socket (the URI tonic passes is a placeholder).
-#[derive(Clone)]
-struct UnixConnector(PathBuf);
+/// Opens channels to peers' URLs: `http://` over TCP, `https://` over TLS with the peer TLS
+/// material (`--peer-cert-file` ..., `--peer-auto-tls`), `unix://` over a unix socket.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<Arc<crate::tls::Tls>>,
+}
 
-impl tower_service::Service<http::Uri> for UnixConnector {
-    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+impl Dialer {
+    pub fn new(tls: Option<Arc<crate::tls::Tls>>) -> Dialer {
+        Dialer { tls }
+    }
+
+    /// A channel to the first of `urls` that answers (each tried for about a second).
+    pub async fn channel(&self, urls: &[String]) -> Option<tonic::transport::Channel> {
+        for u in urls {
+            let socket = crate::config::unix_socket_path(u);
+            let target = if socket.is_some() {
+                "http://localhost".to_string()
+            } else {
+                u.clone()
+            };
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(target) else {
+                continue;
+            };
+            let ep = ep
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5));
+            let dial = async {
+                match socket {
+                    Some(path) => {
+                        ep.connect_with_connector(unix_connector(PathBuf::from(path)))
+                            .await
+                    }
+                    None if u.starts_with("https://") => match &self.tls {
+                        Some(tls) => ep.connect_with_connector(tls_connector(tls.clone())).await,
+                        None => {
+                            tracing::warn!(url = %u, "an https peer URL, but no peer TLS is configured (--peer-cert-file, --peer-auto-tls)");
+                            return None;
+                        }
+                    },
+                    None => ep.connect().await,
+                }
+                .map_err(|e| tracing::debug!(url = %u, error = %e, "dialing a peer failed"))
+                .ok()
+            };
+            if let Ok(Some(ch)) = tokio::time::timeout(Duration::from_secs(2), dial).await {
+                return Some(ch);
+            }
+        }
+        None
+    }
+
+    /// A peer protocol client on the first of `urls` that answers.
+    async fn connect(&self, urls: &[String]) -> Option<PeerClient<tonic::transport::Channel>> {
+        let ch = self.channel(urls).await?;
+        Some(
+            PeerClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+    }
+}
+
+type Connecting<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<T>> + Send>>;
+
+/// A connector for tonic made of a function from the URI to a connection (the URI tonic passes is a
+/// placeholder for `unix://` URLs).
+#[derive(Clone)]
+struct Connector<F>(F);
+
+impl<F, T> tower_service::Service<http::Uri> for Connector<F>
+where
+    F: Fn(http::Uri) -> Connecting<T>,
+    T: Send + 'static,
+{
+    type Response = hyper_util::rt::TokioIo<T>;
     type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
-    >;
+    type Future = Connecting<Self::Response>;
 
     fn poll_ready(
         &mut self,
@@ -353,13 +399,42 @@ impl tower_service::Service<http::Uri> for UnixConnector {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move {
-            let s = tokio::net::UnixStream::connect(path).await?;
-            Ok(hyper_util::rt::TokioIo::new(s))
-        })
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = (self.0)(uri);
+        Box::pin(async move { connecting.await.map(hyper_util::rt::TokioIo::new) })
     }
+}
+
+/// Dials an `https://` peer URL: TCP, then the TLS handshake with the peer TLS material.
+fn tls_connector(
+    tls: Arc<crate::tls::Tls>,
+) -> Connector<
+    impl Fn(http::Uri) -> Connecting<crate::tls::ClientStream<tokio::net::TcpStream>> + Clone,
+> {
+    Connector(move |uri: http::Uri| -> Connecting<_> {
+        let tls = tls.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or("localhost").to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((
+                host.trim_start_matches('[').trim_end_matches(']'),
+                port,
+            ))
+            .await?;
+            tcp.set_nodelay(true)?;
+            tls.connect(&host, tcp).await
+        })
+    })
+}
+
+/// Dials a `unix://` peer URL's socket.
+fn unix_connector(
+    path: PathBuf,
+) -> Connector<impl Fn(http::Uri) -> Connecting<tokio::net::UnixStream> + Clone> {
+    Connector(move |_| -> Connecting<_> {
+        let path = path.clone();
+        Box::pin(async move { tokio::net::UnixStream::connect(path).await })
+    })
 }
 
 /// The inbound side: the `Peer` gRPC service.
@@ -373,12 +448,13 @@ pub struct PeerService {
 
 /// A peer's HashKV at `revision` (None when it cannot be reached), for the initial corruption check.
 pub async fn fetch_hash_kv(
+    dialer: &Dialer,
     urls: &[String],
     revision: i64,
     timeout: Duration,
 ) -> Option<Result<PeerHashKvResponse, Status>> {
     let ask = async {
-        let mut c = Transport::connect(urls).await?;
+        let mut c = dialer.connect(urls).await?;
         Some(
             c.hash_kv(PeerHashKvRequest { revision })
                 .await
@@ -389,9 +465,9 @@ pub async fn fetch_hash_kv(
 }
 
 /// Asks the members at `urls` for the cluster id and members (joining an existing cluster).
-pub async fn fetch_members(urls: &[String]) -> Option<MembersResponse> {
+pub async fn fetch_members(dialer: &Dialer, urls: &[String]) -> Option<MembersResponse> {
     for u in urls {
-        if let Some(mut c) = Transport::connect(std::slice::from_ref(u)).await {
+        if let Some(mut c) = dialer.connect(std::slice::from_ref(u)).await {
             if let Ok(r) = c.members(MembersRequest {}).await {
                 return Some(r.into_inner());
             }

@@ -1,0 +1,280 @@
+//! TLS through the real binary: peer TLS (auto-generated and CA-signed, with client-certificate
+//! checks), client TLS with client-certificate auth (etcdctl 3.4 and 3.5.1, curl against the gateway
+//! and `/health`), and etcd's start-up errors for `https://` URLs without material. Certificates are
+//! made at test time (`certs`).
+
+use std::time::Duration;
+
+use compat_tests::certs::{handshake, Ca};
+use compat_tests::check::eventually;
+use compat_tests::cluster::Cluster;
+use compat_tests::etcdctl::{etcdctl, etcdctl_bin};
+use compat_tests::member::Member;
+use compat_tests::target::{etcdctl35_binary, etcdctl_binary};
+
+/// Whether the listener at `addr` answers a plaintext HTTP/2 preface (a TLS listener drops it).
+async fn answers_plaintext(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write");
+    let mut b = [0u8; 9];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await,
+        Ok(Ok(9))
+    )
+}
+
+fn peer_addr(m: &Member) -> String {
+    m.peer_url()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+/// Checks that the cluster replicates and that the calls only the leader answers (keep-alive,
+/// time-to-live), sent to every member, come back right: the followers forward them to the leader
+/// over the peer port, through peer TLS.
+async fn replicates_and_forwards(c: &Cluster) {
+    let put = etcdctl(&c.members[0].endpoint(), &["put", "tls-key", "v1"], None).await;
+    assert!(put.success(), "{put:?}");
+    for m in &c.members {
+        let ep = m.endpoint();
+        let got = eventually(20, "the put is applied everywhere", || {
+            let ep = ep.clone();
+            async move {
+                let g = etcdctl(&ep, &["get", "tls-key", "--print-value-only"], None).await;
+                (g.stdout.trim() == "v1").then_some(g)
+            }
+        })
+        .await;
+        assert_eq!(got.stdout.trim(), "v1");
+    }
+    let grant = etcdctl(&c.members[0].endpoint(), &["lease", "grant", "60"], None).await;
+    assert!(grant.success(), "{grant:?}");
+    let id = grant
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    for m in &c.members {
+        let ka = etcdctl(&m.endpoint(), &["lease", "keep-alive", "--once", &id], None).await;
+        assert_eq!(
+            ka.stdout.trim(),
+            format!("lease {id} keepalived with TTL(60)"),
+            "{} {ka:?}",
+            m.name()
+        );
+        let ttl = etcdctl(&m.endpoint(), &["lease", "timetolive", &id], None).await;
+        assert!(
+            ttl.stdout
+                .contains(&format!("lease {id} granted with TTL(60s)")),
+            "{} {ttl:?}",
+            m.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_with_peer_auto_tls_replicates_and_forwards_to_the_leader() {
+    let c = Cluster::start_tls_peers(3, &["--peer-auto-tls"]).await;
+    for m in &c.members {
+        assert!(m.peer_url().starts_with("https://"));
+        let cert = m.data_dir().join("fixtures/peer/cert.pem");
+        let pem = std::fs::read_to_string(&cert).expect("auto-TLS certificate");
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+        assert!(
+            !answers_plaintext(&peer_addr(m)).await,
+            "{}: the peer port answered plaintext",
+            m.name()
+        );
+    }
+    replicates_and_forwards(&c).await;
+    let log = c.members[0].log();
+    assert!(
+        log.contains("TLS handshake refused"),
+        "a plaintext peer is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_mutual_tls_refuses_certificates_of_another_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new(dir.path(), "peer-ca");
+    let peer = ca.issue(dir.path(), "peer", "member");
+    let other_ca = Ca::new(dir.path(), "other-ca");
+    let stranger = other_ca.issue(dir.path(), "stranger", "member");
+    let c = Cluster::start_tls_peers(
+        3,
+        &[
+            "--peer-cert-file",
+            peer.cert(),
+            "--peer-key-file",
+            peer.key(),
+            "--peer-trusted-ca-file",
+            ca.cert_file(),
+            "--peer-client-cert-auth",
+        ],
+    )
+    .await;
+    replicates_and_forwards(&c).await;
+    let addr = peer_addr(&c.members[1]);
+    handshake(&addr, &ca.cert_file, Some(&peer))
+        .await
+        .expect("a member's own certificate is accepted");
+    let refused = handshake(&addr, &ca.cert_file, Some(&stranger)).await;
+    assert!(refused.is_err(), "a certificate of another CA: {refused:?}");
+    let refused = handshake(&addr, &ca.cert_file, None).await;
+    assert!(refused.is_err(), "no client certificate: {refused:?}");
+    // The server's certificate is the CA's: a client trusting only the other CA refuses it.
+    let wrong_server = handshake(&addr, &other_ca.cert_file, Some(&stranger)).await;
+    let e = wrong_server.expect_err("the member's certificate is not the other CA's");
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    assert!(c.members[1].log().contains("TLS handshake refused"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new(dir.path(), "client-ca");
+    let server = ca.issue(dir.path(), "server", "metastore");
+    let client = ca.issue(dir.path(), "client", "root");
+    let other_ca = Ca::new(dir.path(), "other-ca");
+    let stranger = other_ca.issue(dir.path(), "stranger", "root");
+    let m = Member::builder()
+        .tls_client()
+        .args([
+            "--cert-file",
+            server.cert(),
+            "--key-file",
+            server.key(),
+            "--trusted-ca-file",
+            ca.cert_file(),
+            "--client-cert-auth",
+        ])
+        .start()
+        .await;
+    let url = m.config().tls_client_url().expect("https client URL");
+    let tls_args = [
+        "--cacert",
+        ca.cert_file(),
+        "--cert",
+        client.cert(),
+        "--key",
+        client.key(),
+    ];
+    for bin in [etcdctl_binary(), etcdctl35_binary()] {
+        let v = bin.display().to_string();
+        let mut args = tls_args.to_vec();
+        args.extend(["put", "secure", "yes"]);
+        let put = etcdctl_bin(&bin, &url, &args, None).await;
+        assert_eq!(put.stdout.trim(), "OK", "{v}: {put:?}");
+        let mut args = tls_args.to_vec();
+        args.extend(["get", "secure", "--print-value-only"]);
+        let get = etcdctl_bin(&bin, &url, &args, None).await;
+        assert_eq!(get.stdout.trim(), "yes", "{v}: {get:?}");
+        // No client certificate, or one of another CA: refused at the handshake.
+        let args = [
+            "--cacert",
+            ca.cert_file(),
+            "--dial-timeout",
+            "2s",
+            "get",
+            "secure",
+        ];
+        let bare = etcdctl_bin(&bin, &url, &args, None).await;
+        assert!(!bare.success(), "{v}: {bare:?}");
+        let args = [
+            "--cacert",
+            ca.cert_file(),
+            "--cert",
+            stranger.cert(),
+            "--key",
+            stranger.key(),
+            "--dial-timeout",
+            "2s",
+            "get",
+            "secure",
+        ];
+        let foreign = etcdctl_bin(&bin, &url, &args, None).await;
+        assert!(!foreign.success(), "{v}: {foreign:?}");
+    }
+    let curl = |path: &'static str, body: Option<&'static str>, with_cert: bool| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "--cacert", ca.cert_file()]);
+        if with_cert {
+            cmd.args(["--cert", client.cert(), "--key", client.key()]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-d", b]);
+        }
+        cmd.arg(format!("{url}{path}"));
+        async move { cmd.output().await.expect("curl runs") }
+    };
+    let health = curl("/health", None, true).await;
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        r#"{"health":"true","reason":""}"#
+    );
+    let range = curl("/v3/kv/range", Some(r#"{"key":"c2VjdXJl"}"#), true).await;
+    let range: serde_json::Value = serde_json::from_slice(&range.stdout).expect("gateway JSON");
+    assert_eq!(range["kvs"][0]["value"], "eWVz", "{range}");
+    let refused = curl("/health", None, false).await;
+    assert!(
+        !refused.status.success(),
+        "curl without a client certificate"
+    );
+    // The plain client URL keeps serving alongside.
+    let plain = etcdctl(
+        &m.endpoint(),
+        &["get", "secure", "--print-value-only"],
+        None,
+    )
+    .await;
+    assert_eq!(plain.stdout.trim(), "yes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_urls_without_tls_material_and_bad_material_are_refused_at_start() {
+    let port = compat_tests::ports::free_ports(1)[0];
+    let out = Member::builder()
+        .env(
+            "ETCD_LISTEN_CLIENT_URLS",
+            format!("https://127.0.0.1:{port}"),
+        )
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    let want = format!(
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:{port} with HTTPS scheme"
+    );
+    assert!(out.stderr.contains(&want), "{out:?}");
+    let out = Member::builder()
+        .env("ETCD_LISTEN_PEER_URLS", format!("https://127.0.0.1:{port}"))
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:{port} with HTTPS scheme"
+        )),
+        "{out:?}"
+    );
+    // A key that is not the certificate's: a start-up error naming both files.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let a = ca.issue(dir.path(), "a", "a");
+    let b = ca.issue(dir.path(), "b", "b");
+    let out = Member::builder()
+        .tls_client()
+        .args(["--cert-file", a.cert(), "--key-file", b.key()])
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(a.cert()) && out.stderr.contains(b.key()),
+        "{out:?}"
+    );
+}
