@@ -635,7 +635,13 @@ impl Config {
             listen_metrics_urls: if f.listen_metrics_urls.trim().is_empty() {
                 Vec::new()
             } else {
-                url_list("listen-metrics-urls", &f.listen_metrics_urls)?
+                https_needs_tls(
+                    url_list("listen-metrics-urls", &f.listen_metrics_urls)?,
+                    &client_tls,
+                    |u| {
+                        format!("TLS key/cert (--cert-file, --key-file) must be provided for metrics url {u} with HTTPS scheme")
+                    },
+                )?
             },
             enable_grpc_gateway: f.enable_grpc_gateway,
             advertise_client_urls: client_url_list(

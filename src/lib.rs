@@ -29,7 +29,7 @@ use std::future::Future;
 pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
     let listeners = api::bind_any(&cfg.listen_client_urls).await?;
     let peer_listeners = api::bind_any(&cfg.listen_peer_urls).await?;
-    let metrics_listeners = api::bind(&cfg.listen_metrics_urls).await?;
+    let metrics_listeners = api::bind_any(&cfg.listen_metrics_urls).await?;
     let rt = tokio::runtime::Handle::current();
     let (peer_tls, client_tls, server) = tokio::task::spawn_blocking(move || {
         let (peer_tls, client_tls) = load_tls(&cfg)?;
@@ -81,6 +81,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     let metrics = tokio::spawn(api::serve_metrics(
         server.clone(),
         metrics_listeners,
+        client_tls.clone(),
         stop_rx.clone(),
     ));
     let serving = tokio::spawn(api::serve(server.clone(), listeners, client_tls, stop_rx));

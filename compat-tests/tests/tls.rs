@@ -143,6 +143,10 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
     let client = ca.issue(dir.path(), "client", "root");
     let other_ca = Ca::new(dir.path(), "other-ca");
     let stranger = other_ca.issue(dir.path(), "stranger", "root");
+    let metrics_url = format!(
+        "https://127.0.0.1:{}",
+        compat_tests::ports::free_ports(1)[0]
+    );
     let m = Member::builder()
         .tls_client()
         .args([
@@ -153,6 +157,8 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
             "--trusted-ca-file",
             ca.cert_file(),
             "--client-cert-auth",
+            "--listen-metrics-urls",
+            &metrics_url,
         ])
         .start()
         .await;
@@ -201,7 +207,7 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
         let foreign = etcdctl_bin(&bin, &url, &args, None).await;
         assert!(!foreign.success(), "{v}: {foreign:?}");
     }
-    let curl = |path: &'static str, body: Option<&'static str>, with_cert: bool| {
+    let curl = |url: String, path: &'static str, body: Option<&'static str>, with_cert: bool| {
         let mut cmd = tokio::process::Command::new("curl");
         cmd.args(["-sS", "--max-time", "10", "--cacert", ca.cert_file()]);
         if with_cert {
@@ -213,18 +219,33 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
         cmd.arg(format!("{url}{path}"));
         async move { cmd.output().await.expect("curl runs") }
     };
-    let health = curl("/health", None, true).await;
+    let health = curl(url.clone(), "/health", None, true).await;
     assert_eq!(
         String::from_utf8_lossy(&health.stdout),
         r#"{"health":"true","reason":""}"#
     );
-    let range = curl("/v3/kv/range", Some(r#"{"key":"c2VjdXJl"}"#), true).await;
+    let range = curl(
+        url.clone(),
+        "/v3/kv/range",
+        Some(r#"{"key":"c2VjdXJl"}"#),
+        true,
+    )
+    .await;
     let range: serde_json::Value = serde_json::from_slice(&range.stdout).expect("gateway JSON");
     assert_eq!(range["kvs"][0]["value"], "eWVz", "{range}");
-    let refused = curl("/health", None, false).await;
+    let refused = curl(url.clone(), "/health", None, false).await;
     assert!(
         !refused.status.success(),
         "curl without a client certificate"
+    );
+    // An https metrics URL is served with the client TLS material, as etcd serves it.
+    let metrics = curl(metrics_url.clone(), "/metrics", None, true).await;
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(text.contains("etcd_server_has_leader 1"), "{text}");
+    let refused = curl(metrics_url.clone(), "/metrics", None, false).await;
+    assert!(
+        !refused.status.success(),
+        "metrics without a client certificate"
     );
     // The plain client URL keeps serving alongside.
     let plain = etcdctl(
@@ -259,6 +280,18 @@ async fn https_urls_without_tls_material_and_bad_material_are_refused_at_start()
     assert!(
         out.stderr.contains(&format!(
             "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:{port} with HTTPS scheme"
+        )),
+        "{out:?}"
+    );
+    let out = Member::builder()
+        .arg("--listen-metrics-urls")
+        .arg(format!("https://127.0.0.1:{port}"))
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "TLS key/cert (--cert-file, --key-file) must be provided for metrics url https://127.0.0.1:{port} with HTTPS scheme"
         )),
         "{out:?}"
     );

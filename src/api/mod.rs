@@ -26,7 +26,6 @@ mod watch_service;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use listen::{bind, bind_any, Bound, Listener};
@@ -131,17 +130,7 @@ pub async fn serve_peer(
             .layer(deadline::DeadlineLayer)
             .add_service(svc)
             .add_service(leader);
-        let tls_for = |b: &Bound| -> Result<Option<Arc<Tls>>> {
-            match (&tls, b.is_tls()) {
-                (_, false) => Ok(None),
-                (Some(t), true) => Ok(Some(t.clone())),
-                (None, true) => Err(Error::Internal(format!(
-                    "cannot listen on TLS for {}: no peer TLS (--peer-cert-file and --peer-key-file, or --peer-auto-tls)",
-                    b.url
-                ))),
-            }
-        };
-        let with_tls = tls_for(&b)?;
+        let with_tls = tls_for(&b, &tls, "--peer-cert-file, --peer-key-file", "peer")?;
         tasks.push(match (b.listener, with_tls) {
             (Listener::Tcp(l), Some(t)) => {
                 spawn_router(router, tls_connections(l, t, b.url), shutdown.clone())
@@ -214,16 +203,7 @@ pub async fn serve(
             .max_concurrent_streams(server.cfg.max_concurrent_streams)
             .layer(deadline::DeadlineLayer)
             .add_routes(routes);
-        let with_tls = match (&tls, b.is_tls()) {
-            (_, false) => None,
-            (Some(t), true) => Some(t.clone()),
-            (None, true) => {
-                return Err(Error::Internal(format!(
-                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
-                    b.url
-                )))
-            }
-        };
+        let with_tls = tls_for(&b, &tls, "--cert-file, --key-file", "client")?;
         tasks.push(match (b.listener, with_tls) {
             (Listener::Tcp(l), Some(t)) => {
                 use tokio_stream::StreamExt;
@@ -245,22 +225,49 @@ pub async fn serve(
     join_all("grpc server", tasks).await
 }
 
-/// Serves /metrics and the health endpoints (plain HTTP, no gRPC) on the `--listen-metrics-urls`
-/// listeners until `shutdown` turns true.
+/// The TLS material for bound URL `b`: None for `http://`, `tls` for `https://`, and etcd's start-up
+/// error when there is none (config checks this first; this keeps a listener from ever serving
+/// plaintext on an `https://` URL).
+fn tls_for(b: &Bound, tls: &Option<Arc<Tls>>, flags: &str, kind: &str) -> Result<Option<Arc<Tls>>> {
+    match (tls, b.is_tls()) {
+        (_, false) => Ok(None),
+        (Some(t), true) => Ok(Some(t.clone())),
+        (None, true) => Err(Error::Internal(format!(
+            "TLS key/cert ({flags}) must be provided for {kind} url {} with HTTPS scheme",
+            b.url
+        ))),
+    }
+}
+
+/// Serves /metrics and the health endpoints (HTTP/1.1 and HTTP/2, no gRPC) on the
+/// `--listen-metrics-urls` listeners until `shutdown` turns true; `https://` ones with the client
+/// TLS material, as etcd serves them.
 pub async fn serve_metrics(
     server: Arc<EtcdServer>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Bound>,
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut tasks = Vec::new();
-    for l in listeners {
+    for b in listeners {
+        let with_tls = tls_for(&b, &tls, "--cert-file, --key-file", "metrics")?;
         let mut router = tonic::service::AxumRouter::new();
         http::add_routes(&mut router, server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .layer(deadline::DeadlineLayer)
             .add_routes(tonic::service::Routes::from(router));
-        tasks.push(spawn_router(router, nodelay(l), shutdown.clone()));
+        tasks.push(match (b.listener, with_tls) {
+            (Listener::Tcp(l), Some(t)) => {
+                spawn_router(router, tls_connections(l, t, b.url), shutdown.clone())
+            }
+            (Listener::Tcp(l), None) => spawn_router(router, nodelay(l), shutdown.clone()),
+            (Listener::Unix(l), _) => spawn_router(
+                router,
+                tokio_stream::wrappers::UnixListenerStream::new(l),
+                shutdown.clone(),
+            ),
+        });
     }
     join_all("metrics server", tasks).await
 }
