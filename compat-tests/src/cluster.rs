@@ -80,6 +80,11 @@ impl Cluster {
         Cluster::start_scheme(n, extra, n, "https").await
     }
 
+    /// Starts `n` members whose peer URLs are `unix://` sockets.
+    pub async fn start_unix_peers(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_scheme(n, extra, n, "unix").await
+    }
+
     async fn start_scheme(
         n: usize,
         extra: &[&str],
@@ -93,24 +98,31 @@ impl Cluster {
             .expect("create temp dir");
         'attempt: for attempt in 1..=ATTEMPTS {
             let ports = free_ports(2 * n);
-            let cluster = (0..n)
-                .map(|i| format!("m{}={peer_scheme}://127.0.0.1:{}", i + 1, ports[2 * i + 1]))
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut members: Vec<Member> = (0..n)
+            let mut configs: Vec<MemberConfig> = (0..n)
                 .map(|i| {
-                    let name = format!("m{}", i + 1);
-                    let cfg = member_config(
+                    member_config(
                         dir.path(),
-                        &name,
+                        &format!("m{}", i + 1),
                         ports[2 * i],
                         ports[2 * i + 1],
-                        &cluster,
+                        "",
                         extra,
                         peer_scheme,
-                    );
+                    )
+                })
+                .collect();
+            let cluster = configs
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.peer_url()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut members: Vec<Member> = configs
+                .drain(..)
+                .map(|mut cfg| {
+                    cfg.initial_cluster = cluster.clone();
                     let _ = std::fs::remove_dir_all(&cfg.data_dir);
-                    Member::configured(cfg, dir.path().join(format!("{name}.log")))
+                    let log = dir.path().join(format!("{}.log", cfg.name));
+                    Member::configured(cfg, log)
                 })
                 .collect();
             for m in members.iter_mut().take(running) {

@@ -50,7 +50,7 @@ pub struct MemberConfig {
     pub client_port: u16,
     /// Port of the peer URL `http://127.0.0.1:<peer_port>`.
     pub peer_port: u16,
-    /// `http` or `https` (peer TLS) for the peer URLs.
+    /// `http`, `https` (peer TLS) or `unix` (a socket, see `peer_url`) for the peer URLs.
     pub peer_scheme: &'static str,
     /// A second client URL, `https://127.0.0.1:<port>`, when the member serves client TLS.
     pub tls_client_port: Option<u16>,
@@ -96,7 +96,11 @@ impl MemberConfig {
     }
 
     /// `http://127.0.0.1:<peer_port>`.
+    /// With `peer_scheme` `unix`, a socket next to the data dir.
     pub fn peer_url(&self) -> String {
+        if self.peer_scheme == "unix" {
+            return self.listen_peer_url();
+        }
         format!(
             "{}://127.0.0.1:{}",
             self.peer_scheme,
@@ -106,6 +110,9 @@ impl MemberConfig {
 
     /// The URL the member listens on for peers.
     pub fn listen_peer_url(&self) -> String {
+        if self.peer_scheme == "unix" {
+            return format!("unix://{}.peer.sock", self.data_dir.display());
+        }
         format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 

@@ -490,6 +490,83 @@ async fn a_unix_socket_client_url_serves_etcdctl() {
     }
 }
 
+/// `unix://` peer URLs on a 3-member cluster: the members dial each other's sockets for raft, and a
+/// follower forwards a keep-alive to the leader over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_unix_socket_peers_replicates_and_forwards() {
+    let c = Cluster::start_unix_peers(3, &[]).await;
+    let mut client = c.members[0].client().await;
+    let lease = client.lease_grant(60, None).await.expect("grant").id();
+    let put = client.put("over-unix-peers", "v", None).await.expect("put");
+    let rev = hdr(put.header()).revision();
+    for m in &c.members {
+        assert!(m.peer_url().starts_with("unix://"), "{}", m.peer_url());
+        let mut mc = m.client().await;
+        let got = eventually(20, "the put reaches every member", || {
+            let mut mc = mc.clone();
+            async move {
+                let r = mc
+                    .get(
+                        "over-unix-peers",
+                        Some(GetOptions::new().with_serializable()),
+                    )
+                    .await
+                    .ok()?;
+                (hdr(r.header()).revision() >= rev).then_some(r)
+            }
+        })
+        .await;
+        assert_eq!(values(got.kvs()), ["v"]);
+        let (mut keeper, mut stream) = mc.lease_keep_alive(lease).await.expect("keep-alive");
+        keeper.keep_alive().await.expect("send");
+        let resp = stream.message().await.expect("answer").expect("a response");
+        assert_eq!((resp.id(), resp.ttl()), (lease, 60), "via {}", m.name());
+    }
+    let members = client.member_list().await.expect("member list");
+    let mut urls: Vec<String> = members
+        .members()
+        .iter()
+        .flat_map(|m| m.peer_urls().to_vec())
+        .collect();
+    urls.sort();
+    let mut want: Vec<String> = c.members.iter().map(|m| m.peer_url()).collect();
+    want.sort();
+    assert_eq!(urls, want);
+}
+
+/// `--config-file` through the binary: a key metastore cannot honour with a value is a start-up
+/// error that names it; the file's flags replace the command line's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_with_a_setting_metastore_cannot_honour_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("etcd.conf.yml");
+    std::fs::write(&path, "name: from-file\ndiscovery-srv: example.com\n").expect("write");
+    let out = Member::builder()
+        .arg("--config-file")
+        .arg(path.display().to_string())
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--config-file: discovery-srv is not supported by metastore yet"),
+        "{out:?}"
+    );
+    std::fs::write(&path, "peer-transport-security:\n  ocsp-url: x\n").expect("write");
+    let out = Member::builder()
+        .arg("--config-file")
+        .arg(path.display().to_string())
+        .run_to_exit(Duration::from_secs(30))
+        .await;
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "--config-file: peer-transport-security.ocsp-url is not supported by metastore yet"
+        ),
+        "{out:?}"
+    );
+}
+
 /// `--force-new-cluster`: after the whole cluster is down, one member restarts alone with its data,
 /// its member id and the cluster id, as the only member; it serves writes, and keeps doing so after
 /// a restart without the flag.
