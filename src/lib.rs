@@ -40,6 +40,9 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     .await
     .map_err(|e| error::Error::Internal(format!("start: {e}")))??;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for t in peer_tls.iter().chain(client_tls.iter()) {
+        tokio::spawn(t.clone().watch(stop_rx.clone()));
+    }
     let peers = tokio::spawn(api::serve_peer(
         server.clone(),
         peer_listeners,

@@ -54,12 +54,16 @@ impl TlsInfo {
     }
 }
 
+/// How often the files are checked for changes (`Tls::watch`).
+pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The loaded material: a server configuration for the listeners and a client configuration for
-/// dialing (peers).
+/// dialing (peers), rebuilt when the files change (`watch`).
 pub struct Tls {
-    server: Arc<ServerConfig>,
-    /// For dialing peers (the peer set only).
-    client: Option<Arc<ClientConfig>>,
+    source: Source,
+    material: parking_lot::RwLock<Material>,
+    /// The files' fingerprint when they were last looked at.
+    fingerprint: parking_lot::Mutex<u32>,
 }
 
 /// Which listener set the material is for (names the flags in errors and the auto-TLS directory).
@@ -222,8 +226,70 @@ impl Tls {
                 ))
             }
         };
-        let chain = load_certs(&cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(&key_file)
+        let source = Source {
+            side,
+            info: info.clone(),
+            cert_file,
+            key_file,
+            self_signed,
+        };
+        let material = source.build()?;
+        tracing::info!(
+            side = side.dir(),
+            cert_file = %source.cert_file.display(),
+            key_file = %source.key_file.display(),
+            trusted_ca_file = ?info.trusted_ca_file,
+            client_cert_auth = info.trusted_ca_file.is_some(),
+            self_signed,
+            "starting with TLS"
+        );
+        Ok(Some(Arc::new(Tls {
+            fingerprint: parking_lot::Mutex::new(source.fingerprint()),
+            source,
+            material: parking_lot::RwLock::new(material),
+        })))
+    }
+}
+
+/// Where a `Tls`'s material comes from, so that it can be built again when its files change.
+struct Source {
+    side: Side,
+    info: TlsInfo,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    self_signed: bool,
+}
+
+/// The built configurations (replaced as a whole on reload).
+struct Material {
+    server: Arc<ServerConfig>,
+    /// For dialing peers (the peer set only).
+    client: Option<Arc<ClientConfig>>,
+}
+
+impl Source {
+    fn files(&self) -> Vec<&Path> {
+        let mut f = vec![self.cert_file.as_path(), self.key_file.as_path()];
+        f.extend(self.info.trusted_ca_file.as_deref());
+        f.extend(self.info.crl_file.as_deref());
+        f
+    }
+
+    /// A hash of the files' contents (a missing file hashes as empty).
+    fn fingerprint(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for f in self.files() {
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update(&std::fs::read(f).unwrap_or_default());
+        }
+        h.finalize()
+    }
+
+    fn build(&self) -> Result<Material, String> {
+        let (side, info, self_signed) = (self.side, &self.info, self.self_signed);
+        let (cert_file, key_file) = (&self.cert_file, &self.key_file);
+        let chain = load_certs(cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(key_file)
             .map_err(|e| format!("{}: {}: {e}", side.flag("key-file"), key_file.display()))?;
         let roots = match &info.trusted_ca_file {
             Some(ca) => {
@@ -350,24 +416,56 @@ impl Tls {
                 Some(Arc::new(client))
             }
         };
-        tracing::info!(
-            side = side.dir(),
-            cert_file = %cert_file.display(),
-            key_file = %key_file.display(),
-            trusted_ca_file = ?info.trusted_ca_file,
-            client_cert_auth = roots.is_some(),
-            self_signed,
-            "starting with TLS"
-        );
-        Ok(Some(Arc::new(Tls {
+        Ok(Material {
             server: Arc::new(server),
             client,
-        })))
+        })
+    }
+}
+
+impl Tls {
+    /// Checks the files every `RELOAD_INTERVAL` until `stop` turns true, and builds the material
+    /// again when their contents changed: new connections (accepted and dialed) use the new
+    /// material, existing ones keep theirs. Material that does not build (a half-written file, a
+    /// key of another certificate) is not taken: the old one stays, and why is logged once per
+    /// change of the files.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+                _ = stop.wait_for(|&s| s) => return,
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
+        }
+    }
+
+    /// One check of `watch`; true when new material was taken.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = self.source.fingerprint();
+        {
+            let mut seen = self.fingerprint.lock();
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+        }
+        match self.source.build() {
+            Ok(m) => {
+                *self.material.write() = m;
+                tracing::info!(side = self.source.side.dir(), files = ?self.source.files(), "reloaded the TLS material: new connections use it");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(side = self.source.side.dir(), error = %e, "the TLS files changed but do not load; keeping the material in use");
+                false
+            }
+        }
     }
 
     /// Accepts TLS connections on the server side.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.server.clone())
+        tokio_rustls::TlsAcceptor::from(self.material.read().server.clone())
     }
 
     /// Opens a TLS session to `host` (a URL's host: an IP address or a DNS name) over `io`. An alert
@@ -380,7 +478,7 @@ impl Tls {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let client = self.client.clone().ok_or_else(|| {
+        let client = self.material.read().client.clone().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "client TLS material does not dial",
@@ -914,5 +1012,37 @@ mod tests {
             "--tls-min-version: TLS1.1 is not supported (TLS1.2 or TLS1.3)"
         );
         assert!(policy(&info(&[], "TLS1.3", "TLS1.2")).is_err());
+    }
+
+    #[test]
+    fn changed_files_are_reloaded_and_broken_ones_keep_the_material_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let auto = TlsInfo {
+            auto_tls: true,
+            ..Default::default()
+        };
+        let hosts = ["127.0.0.1".to_string()];
+        let tls = Tls::load(Side::Peer, &auto, dir.path(), &hosts, 1)
+            .unwrap()
+            .unwrap();
+        assert!(!tls.reload_if_changed(), "nothing changed");
+        let before = Arc::as_ptr(&tls.material.read().server);
+        // Another certificate and key at the same paths.
+        let other = dir.path().join("other");
+        self_cert(&other, &hosts, 1).unwrap();
+        let peer = dir.path().join("fixtures/peer");
+        std::fs::copy(other.join("cert.pem"), peer.join("cert.pem")).unwrap();
+        std::fs::copy(other.join("key.pem"), peer.join("key.pem")).unwrap();
+        assert!(tls.reload_if_changed());
+        let reloaded = Arc::as_ptr(&tls.material.read().server);
+        assert_ne!(before, reloaded);
+        // A half-written certificate: refused, the material in use stays.
+        std::fs::write(peer.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+        assert!(!tls.reload_if_changed());
+        assert_eq!(Arc::as_ptr(&tls.material.read().server), reloaded);
+        assert!(
+            !tls.reload_if_changed(),
+            "the same broken files are not tried again"
+        );
     }
 }

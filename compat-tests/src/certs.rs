@@ -87,8 +87,13 @@ impl Ca {
 
 /// Completes a TLS handshake with `addr` (and reads one byte or EOF, so that a refusal of the
 /// client's certificate, which TLS 1.3 reports after the handshake, shows), trusting `ca` and
-/// presenting `client` if given. Ok when the server kept the connection.
-pub async fn handshake(addr: &str, ca: &Path, client: Option<&CertFiles>) -> Result<(), String> {
+/// presenting `client` if given. Ok, with the server's certificate (DER), when the server kept the
+/// connection.
+pub async fn handshake(
+    addr: &str,
+    ca: &Path,
+    client: Option<&CertFiles>,
+) -> Result<Vec<u8>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,13 +131,28 @@ pub async fn handshake(addr: &str, ca: &Path, client: Option<&CertFiles>) -> Res
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .await
         .map_err(|e| e.to_string())?;
+    let server_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
     let mut b = [0u8; 1];
     let read = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut b))
         .await
         .map_err(|_| "no answer within 10 s".to_string())?;
     match read {
-        Ok(1) => Ok(()),
+        Ok(1) => Ok(server_cert),
         Ok(_) => Err("the server closed the connection".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The DER of the first certificate in a PEM file.
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .expect("a PEM certificate")
+        .to_vec()
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use compat_tests::certs::{handshake, Ca};
+use compat_tests::certs::{cert_der, handshake, Ca};
 use compat_tests::check::eventually;
 use compat_tests::cluster::Cluster;
 use compat_tests::etcdctl::{etcdctl, etcdctl_bin};
@@ -310,4 +310,143 @@ async fn https_urls_without_tls_material_and_bad_material_are_refused_at_start()
         out.stderr.contains(a.cert()) && out.stderr.contains(b.key()),
         "{out:?}"
     );
+}
+
+/// Beyond etcd: the server certificate and the CA bundle are reloaded when their files change, new
+/// connections use them, a running client keeps its connection, and a broken file is not taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_and_the_ca_bundle_reload_live_under_a_running_client() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca1 = Ca::new(dir.path(), "ca1");
+    let ca2 = Ca::new(dir.path(), "ca2");
+    let first = ca1.issue(dir.path(), "server", "server-a");
+    let client1 = ca1.issue(dir.path(), "client1", "root");
+    let client2 = ca2.issue(dir.path(), "client2", "root");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::copy(&ca1.cert_file, &bundle).expect("bundle");
+    let m = Member::builder()
+        .tls_client()
+        .args([
+            "--cert-file",
+            first.cert(),
+            "--key-file",
+            first.key(),
+            "--trusted-ca-file",
+            bundle.to_str().expect("utf-8"),
+            "--client-cert-auth",
+        ])
+        .start()
+        .await;
+    let url = m.config().tls_client_url().expect("https client URL");
+    let addr = url.trim_start_matches("https://").to_string();
+    assert_eq!(
+        handshake(&addr, &ca1.cert_file, Some(&client1)).await,
+        Ok(cert_der(&first.cert))
+    );
+    // A running client: a watch over TLS, kept open across the reloads.
+    let mut watch = tokio::process::Command::new(etcdctl35_binary())
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={url}"),
+            "--cacert",
+            ca1.cert_file(),
+            "--cert",
+            client1.cert(),
+            "--key",
+            client1.key(),
+            "watch",
+            "reload-key",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etcdctl watch");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let see = |value: &'static str| {
+        let ep = m.endpoint();
+        async move {
+            // Put until the watch (which may still be connecting) reports it.
+            etcdctl(&ep, &["put", "reload-key", value], None).await
+        }
+    };
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("v1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never reported v1: {seen:?}"
+        );
+        see("v1").await;
+        if let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await
+        {
+            seen.push_str(&l);
+        }
+    }
+    // 1. A new server certificate at the same paths.
+    let next = ca1.issue(dir.path(), "server-next", "server-b");
+    std::fs::copy(&next.key, &first.key).expect("key");
+    std::fs::copy(&next.cert, &first.cert).expect("cert");
+    let want = cert_der(&next.cert);
+    eventually(20, "new connections get the new certificate", || {
+        let (addr, ca, c, want) = (
+            addr.clone(),
+            ca1.cert_file.clone(),
+            client1.clone(),
+            want.clone(),
+        );
+        async move { (handshake(&addr, &ca, Some(&c)).await.ok()? == want).then_some(()) }
+    })
+    .await;
+    // 2. A client certificate of another CA: refused until that CA joins the bundle.
+    assert!(handshake(&addr, &ca1.cert_file, Some(&client2))
+        .await
+        .is_err());
+    let mut both = std::fs::read(&ca1.cert_file).expect("ca1");
+    both.extend(std::fs::read(&ca2.cert_file).expect("ca2"));
+    std::fs::write(&bundle, both).expect("bundle");
+    eventually(20, "the new CA bundle is used", || {
+        let (addr, ca, c) = (addr.clone(), ca1.cert_file.clone(), client2.clone());
+        async move { handshake(&addr, &ca, Some(&c)).await.ok() }
+    })
+    .await;
+    let args = [
+        "--cacert",
+        ca1.cert_file(),
+        "--cert",
+        client2.cert(),
+        "--key",
+        client2.key(),
+        "put",
+        "by-ca2",
+        "yes",
+    ];
+    let put = etcdctl_bin(&etcdctl_binary(), &url, &args, None).await;
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    // 3. A broken certificate file is not taken: new connections keep getting the last good one.
+    std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nMIIB\n").expect("garbage");
+    eventually(20, "the broken file is noticed", || {
+        let log = m.log();
+        async move { log.contains("keeping the material in use").then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        handshake(&addr, &ca1.cert_file, Some(&client1)).await,
+        Ok(want)
+    );
+    // The running watch kept its connection through all of it.
+    see("v2").await;
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) if l == "v2" => return l,
+                Ok(Some(_)) => continue,
+                other => panic!("the watch ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the watch reports v2");
+    assert_eq!(line, "v2");
 }

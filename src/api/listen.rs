@@ -147,7 +147,6 @@ pub(super) fn tls_connections(
 ) -> impl futures::Stream<Item = std::io::Result<TlsConn>> + Send + 'static {
     use tokio_stream::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = tls.acceptor();
     tokio::spawn(async move {
         let incoming = nodelay(l);
         tokio::pin!(incoming);
@@ -165,7 +164,8 @@ pub(super) fn tls_connections(
                 }
             };
             let remote = conn.peer_addr().ok();
-            let (tx, acceptor, url) = (tx.clone(), acceptor.clone(), url.clone());
+            // The material in use now (it is reloaded when its files change).
+            let (tx, acceptor, url) = (tx.clone(), tls.acceptor(), url.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
                     Ok(Ok(s)) => {
