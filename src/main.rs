@@ -65,13 +65,21 @@ fn print_version(etcd_version: &str) {
         other => other,
     };
     let text = format!(
-        "metastore Version: {}\netcd Version: {etcd_version}\nAPI Version: {ETCD_API_VERSION}\nOS/Arch: {}/{arch}\n",
+        "metastore Version: {}\netcd Version: {etcd_version}\nAPI Version: {ETCD_API_VERSION}\nOS/Arch: {}/{arch}\nTokio LIFO slot: {}\n",
         env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS
+        std::env::consts::OS,
+        LIFO_SLOT
     );
     // A reader that stops early (`metastore --version | head -1`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
 }
+
+/// Whether this build turns tokio's LIFO slot off (see `block_on`), for `--version` and the
+/// start-up log.
+#[cfg(tokio_unstable)]
+const LIFO_SLOT: &str = "off (built with tokio_unstable)";
+#[cfg(not(tokio_unstable))]
+const LIFO_SLOT: &str = "on (built without tokio_unstable: tokio's default)";
 
 fn init_logging(level: &str) -> Result<(), String> {
     let level = match level {
@@ -126,6 +134,11 @@ fn main() -> ExitCode {
     for n in notes {
         tracing::warn!("--config-file: {n}");
     }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        tokio_lifo_slot = LIFO_SLOT,
+        "starting metastore"
+    );
     stop_on_panic();
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,

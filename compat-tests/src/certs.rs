@@ -60,10 +60,31 @@ impl Ca {
     /// A certificate with common name `cn` for `127.0.0.1` and `localhost`, good for servers and
     /// clients, written to `dir/<file>.pem` and `dir/<file>-key.pem`.
     pub fn issue(&self, dir: &Path, file: &str, cn: &str) -> CertFiles {
+        let now = time::OffsetDateTime::now_utc();
+        self.issue_valid(
+            dir,
+            file,
+            cn,
+            now - time::Duration::hours(1),
+            now + time::Duration::days(30),
+        )
+    }
+
+    /// As `issue`, valid from `not_before` until `not_after` (e.g. already expired).
+    pub fn issue_valid(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> CertFiles {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        params.not_before = not_before;
+        params.not_after = not_after;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,

@@ -34,6 +34,11 @@ async fn version_output() {
             lines.iter().any(|l| l.starts_with("metastore Version: ")),
             "no `metastore Version: ` line: {out}"
         );
+        // The test build is made with .cargo/config.toml's `--cfg tokio_unstable`.
+        assert!(
+            lines.contains(&"Tokio LIFO slot: off (built with tokio_unstable)"),
+            "no LIFO line: {out}"
+        );
     }
 }
 

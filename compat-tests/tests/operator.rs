@@ -490,6 +490,39 @@ async fn a_unix_socket_client_url_serves_etcdctl() {
     }
 }
 
+/// A lease granted right after start-up keeps its TTL: the leader's extension of the leases it took
+/// over (by an election timeout) must not reach a lease granted after it became leader. Polled over
+/// the lease's life, the remaining TTL never exceeds the granted one and never grows, and the lease
+/// expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_granted_right_after_start_up_keeps_its_ttl() {
+    let m = Member::start().await;
+    let mut c = m.client().await;
+    let lease = c.lease_grant(3, None).await.expect("grant");
+    assert_eq!(lease.ttl(), 3);
+    let id = lease.id();
+    let mut last = i64::MAX;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let t = c.lease_time_to_live(id, None).await.expect("time to live");
+        if t.ttl() == -1 {
+            break;
+        }
+        assert_eq!(t.granted_ttl(), 3);
+        assert!(
+            t.ttl() <= 3 && t.ttl() <= last,
+            "remaining TTL {} after {last} (granted 3)",
+            t.ttl()
+        );
+        last = t.ttl();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `unix://` peer URLs on a 3-member cluster: the members dial each other's sockets for raft, and a
 /// follower forwards a keep-alive to the leader over them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,63 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
         !refused.status.success(),
         "metrics without a client certificate"
     );
+    // The etcd-client crate over TLS (tonic's rustls), with and without a client certificate.
+    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+    let read = |p: &std::path::Path| std::fs::read(p).expect("read PEM");
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(read(&ca.cert_file)))
+        .domain_name("localhost");
+    let with_cert = ConnectOptions::new()
+        .with_tls(
+            tls.clone()
+                .identity(Identity::from_pem(read(&client.cert), read(&client.key))),
+        )
+        .with_timeout(Duration::from_secs(5));
+    let mut ec = etcd_client::Client::connect([url.clone()], Some(with_cert))
+        .await
+        .expect("etcd-client connects over TLS");
+    let got = ec.get("secure", None).await.expect("get over TLS");
+    assert_eq!(got.kvs()[0].value(), b"yes");
+    let bare = ConnectOptions::new()
+        .with_tls(tls)
+        .with_timeout(Duration::from_secs(5))
+        .with_connect_timeout(Duration::from_secs(5));
+    let refused = match etcd_client::Client::connect([url.clone()], Some(bare)).await {
+        Ok(mut c) => c.get("secure", None).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(refused.is_err(), "etcd-client without a client certificate");
+    // Expired and not-yet-valid client certificates of the right CA: refused, and logged as such.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca.issue_valid(
+        dir.path(),
+        "expired",
+        "root",
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    );
+    let future = ca.issue_valid(
+        dir.path(),
+        "future",
+        "root",
+        now + time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let addr = url.trim_start_matches("https://");
+    let e = handshake(addr, &ca.cert_file, Some(&expired))
+        .await
+        .expect_err("an expired client certificate");
+    assert!(e.contains("CertificateExpired"), "{e}");
+    let e = handshake(addr, &ca.cert_file, Some(&future))
+        .await
+        .expect_err("a not-yet-valid client certificate");
+    assert!(e.contains("CertificateExpired"), "{e}");
+    let log = m.log();
+    assert!(log.contains("certificate expired"), "the server logs why");
+    assert!(
+        log.contains("certificate not valid yet"),
+        "the server logs why"
+    );
     // The plain client URL keeps serving alongside.
     let plain = etcdctl(
         &m.endpoint(),

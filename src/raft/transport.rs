@@ -326,10 +326,12 @@ impl Dialer {
     pub async fn channel(&self, urls: &[String]) -> Option<tonic::transport::Channel> {
         for u in urls {
             let socket = crate::config::unix_socket_path(u);
-            let target = if socket.is_some() {
-                "http://localhost".to_string()
-            } else {
-                u.clone()
+            // tonic sees only `http://` targets: TLS is done by `tls_connector` (and a tonic built with
+            // its own TLS feature would refuse an `https://` target it has no TLS config for).
+            let target = match (socket, u.strip_prefix("https://")) {
+                (Some(_), _) => "http://localhost".to_string(),
+                (None, Some(rest)) => format!("http://{rest}"),
+                (None, None) => u.clone(),
             };
             let Ok(ep) = tonic::transport::Endpoint::from_shared(target) else {
                 continue;
