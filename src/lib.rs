@@ -7,7 +7,6 @@ pub mod alarm;
 pub mod api;
 pub mod apply;
 pub mod autocompact;
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod corrupt;
@@ -15,7 +14,8 @@ pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
-pub mod proto;
+/// The generated protobuf and gRPC code (the `metastore-proto` crate).
+pub use metastore_proto as proto;
 pub mod raft;
 pub mod server;
 pub mod storage;

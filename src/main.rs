@@ -34,7 +34,7 @@ struct Cli {
 #[derive(clap::Subcommand)]
 enum Sub {
     /// Load generator modelled on etcd's benchmark tool (works against etcd too).
-    Bench(metastore::bench::BenchArgs),
+    Bench(metastore_bench::BenchArgs),
     /// etcd's gateway: a TCP proxy in front of the cluster's client URLs.
     Gateway(metastore::tcpproxy::GatewayArgs),
 }
@@ -216,8 +216,8 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCod
     }
 }
 
-fn run_bench(args: metastore::bench::BenchArgs) -> ExitCode {
-    block_on(metastore::bench::run(args))
+fn run_bench(args: metastore_bench::BenchArgs) -> ExitCode {
+    block_on(metastore_bench::run(args))
 }
 
 async fn shutdown_signal() {

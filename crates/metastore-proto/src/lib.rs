@@ -1,5 +1,7 @@
-//! Generated protobuf and gRPC code: the etcd v3 API (wire-identical to etcd) and our internal messages,
-//! plus serde impls of the etcd API messages in proto3's JSON mapping (for the JSON gateway).
+//! Generated protobuf and gRPC code, built from the repository's `proto/` with protox (no protoc): the
+//! etcd v3 API (wire-identical to etcd) and our internal and peer messages, plus serde impls of the
+//! etcd API messages in proto3's JSON mapping (for the JSON gateway). Its own crate so that the
+//! server and the benchmark share it and neither rebuilds it.
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
 pub mod mvccpb {

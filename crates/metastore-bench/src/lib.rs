@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use crate::proto::etcdserverpb::{
+use conn::H2Conn;
+use metastore_proto::etcdserverpb::{
     kv_client::KvClient, lease_client::LeaseClient, request_op, watch_client::WatchClient,
     watch_request, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest, WatchCreateRequest, WatchRequest,
 };
-use conn::H2Conn;
 use report::Report;
 
 /// Options shared by every benchmark.
@@ -204,12 +204,12 @@ async fn worker(
     // Per-benchmark state that lives across requests.
     let mut watch: Option<(
         tokio::sync::mpsc::Sender<WatchRequest>,
-        tonic::Streaming<crate::proto::etcdserverpb::WatchResponse>,
+        tonic::Streaming<metastore_proto::etcdserverpb::WatchResponse>,
         Vec<u8>,
     )> = None;
     let mut keepalive: Option<(
         tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
-        tonic::Streaming<crate::proto::etcdserverpb::LeaseKeepAliveResponse>,
+        tonic::Streaming<metastore_proto::etcdserverpb::LeaseKeepAliveResponse>,
         i64,
     )> = None;
     match &cmd {

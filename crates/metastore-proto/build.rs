@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metastore/internal.proto",
         "metastore/peer.proto",
     ];
-    let fds = protox::compile(files, ["proto"])?;
+    let fds = protox::compile(files, ["../../proto"])?;
     let descriptors = prost::Message::encode_to_vec(&fds);
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
@@ -31,6 +31,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .generate_default_stubs(true)
         .compile_fds(fds)?;
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=../../proto");
     Ok(())
 }
