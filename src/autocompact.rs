@@ -44,7 +44,7 @@ impl Policy {
             "periodic" => {
                 let period = match retention.parse::<u64>() {
                     Ok(hours) => Duration::from_secs(hours.saturating_mul(3600)),
-                    Err(_) => crate::config::parse_go_duration(retention).map_err(|_| {
+                    Err(_) => crate::duration::parse_go_duration(retention).map_err(|_| {
                         format!("--auto-compaction-retention: invalid duration {retention:?}")
                     })?,
                 };

@@ -10,6 +10,7 @@ pub mod autocompact;
 pub mod cluster;
 pub mod config;
 pub mod corrupt;
+pub mod duration;
 pub mod error;
 pub mod lease;
 pub mod metrics;

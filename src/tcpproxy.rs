@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::parse_go_duration;
+use crate::duration::parse_go_duration;
 
 /// `metastore gateway [flags] start [flags]`: etcd's command line (the flags may stand on either
 /// side of `start`, as with etcd's cobra commands).
