@@ -573,31 +573,25 @@ async fn a_cluster_with_unix_socket_peers_replicates_and_forwards() {
 async fn a_config_file_with_a_setting_metastore_cannot_honour_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("etcd.conf.yml");
-    std::fs::write(&path, "name: from-file\ndiscovery-srv: example.com\n").expect("write");
-    let out = Member::builder()
-        .arg("--config-file")
-        .arg(path.display().to_string())
-        .run_to_exit(Duration::from_secs(30))
-        .await;
-    assert!(!out.success(), "{out:?}");
-    assert!(
-        out.stderr
-            .contains("--config-file: discovery-srv is not supported by metastore yet"),
-        "{out:?}"
-    );
-    std::fs::write(&path, "peer-transport-security:\n  ocsp-url: x\n").expect("write");
-    let out = Member::builder()
-        .arg("--config-file")
-        .arg(path.display().to_string())
-        .run_to_exit(Duration::from_secs(30))
-        .await;
-    assert!(!out.success(), "{out:?}");
-    assert!(
-        out.stderr.contains(
-            "--config-file: peer-transport-security.ocsp-url is not supported by metastore yet"
+    for (yaml, refusal) in [
+        (
+            "name: from-file\ndiscovery-srv: example.com\n",
+            "--config-file: discovery-srv is not supported by metastore yet",
         ),
-        "{out:?}"
-    );
+        (
+            "peer-transport-security:\n  ocsp-url: x\n",
+            "--config-file: peer-transport-security.ocsp-url is not supported by metastore yet",
+        ),
+    ] {
+        std::fs::write(&path, yaml).expect("write");
+        let out = Member::builder()
+            .arg("--config-file")
+            .arg(path.display().to_string())
+            .run_to_exit(Duration::from_secs(30))
+            .await;
+        assert!(!out.success(), "{out:?}");
+        assert!(out.stderr.contains(refusal), "{out:?}");
+    }
 }
 
 /// `--force-new-cluster`: after the whole cluster is down, one member restarts alone with its data,

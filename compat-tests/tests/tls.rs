@@ -97,6 +97,38 @@ async fn a_cluster_with_peer_auto_tls_replicates_and_forwards_to_the_leader() {
         log.contains("TLS handshake refused"),
         "a plaintext peer is logged"
     );
+    // The leader dies: the others elect a new one over peer TLS, and a keep-alive on a follower is
+    // forwarded to it (a new TLS connection to the new leader's peer URL).
+    let mut c = c;
+    let leader = c.leader().await;
+    let grant = etcdctl(
+        &c.members[leader].endpoint(),
+        &["lease", "grant", "60"],
+        None,
+    )
+    .await;
+    let id = grant
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    c.members[leader].kill9();
+    let follower = (leader + 1) % 3;
+    let ep = c.members[follower].endpoint();
+    let ka = eventually(30, "a keep-alive after the leader's death", || {
+        let (ep, id) = (ep.clone(), id.clone());
+        async move {
+            let ka = etcdctl(&ep, &["lease", "keep-alive", "--once", &id], None).await;
+            ka.success().then_some(ka)
+        }
+    })
+    .await;
+    assert_eq!(
+        ka.stdout.trim(),
+        format!("lease {id} keepalived with TTL(60)")
+    );
+    assert_ne!(c.leader().await, leader, "a new leader was elected");
 }
 
 #[tokio::test(flavor = "multi_thread")]

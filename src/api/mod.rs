@@ -83,6 +83,26 @@ where
     })
 }
 
+/// Runs `router` on bound URL `b`: TLS sessions when `tls` is given (an `https://` URL), plain TCP
+/// otherwise, or a unix socket (`unix://` URLs are never TLS). The client URLs use their own
+/// variant with the `:authority` fix-up in front.
+fn spawn_on(
+    router: Router,
+    b: Bound,
+    tls: Option<Arc<Tls>>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    match (b.listener, tls) {
+        (Listener::Tcp(l), Some(t)) => spawn_router(router, tls_connections(l, t, b.url), shutdown),
+        (Listener::Tcp(l), None) => spawn_router(router, nodelay(l), shutdown),
+        (Listener::Unix(l), _) => spawn_router(
+            router,
+            tokio_stream::wrappers::UnixListenerStream::new(l),
+            shutdown,
+        ),
+    }
+}
+
 /// Waits for every server task; the first failure is the result.
 async fn join_all(
     what: &str,
@@ -131,17 +151,7 @@ pub async fn serve_peer(
             .add_service(svc)
             .add_service(leader);
         let with_tls = tls_for(&b, &tls, "--peer-cert-file, --peer-key-file", "peer")?;
-        tasks.push(match (b.listener, with_tls) {
-            (Listener::Tcp(l), Some(t)) => {
-                spawn_router(router, tls_connections(l, t, b.url), shutdown.clone())
-            }
-            (Listener::Tcp(l), None) => spawn_router(router, nodelay(l), shutdown.clone()),
-            (Listener::Unix(l), _) => spawn_router(
-                router,
-                tokio_stream::wrappers::UnixListenerStream::new(l),
-                shutdown.clone(),
-            ),
-        });
+        tasks.push(spawn_on(router, b, with_tls, shutdown.clone()));
     }
     join_all("peer server", tasks).await
 }
@@ -257,17 +267,7 @@ pub async fn serve_metrics(
             .accept_http1(true)
             .layer(deadline::DeadlineLayer)
             .add_routes(tonic::service::Routes::from(router));
-        tasks.push(match (b.listener, with_tls) {
-            (Listener::Tcp(l), Some(t)) => {
-                spawn_router(router, tls_connections(l, t, b.url), shutdown.clone())
-            }
-            (Listener::Tcp(l), None) => spawn_router(router, nodelay(l), shutdown.clone()),
-            (Listener::Unix(l), _) => spawn_router(
-                router,
-                tokio_stream::wrappers::UnixListenerStream::new(l),
-                shutdown.clone(),
-            ),
-        });
+        tasks.push(spawn_on(router, b, with_tls, shutdown.clone()));
     }
     join_all("metrics server", tasks).await
 }
