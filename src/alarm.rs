@@ -1,5 +1,5 @@
 //! Cluster alarms (etcd's NOSPACE and CORRUPT): the replicated set of active alarms, how it is stored,
-//! which requests it refuses, and what a request costs against the backend quota (which raises NOSPACE).
+//! and which requests it refuses (what a request costs against the quota is `quota.rs`'s).
 //!
 //! The set changes only by applying an Alarm entry, so every member holds the same set at the same
 //! applied index. Apply owns the authoritative [`AlarmSet`] and writes it to the `alarms` key of the
@@ -18,8 +18,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::{
-    alarm_request::AlarmAction, request_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
-    TxnRequest,
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
 };
 use crate::proto::metastorepb::{internal_request::Request, AlarmList};
 use crate::storage::{Db, CF_META, META_ALARMS};
@@ -140,36 +139,12 @@ impl AlarmSet {
             match req {
                 Request::Put(_) | Request::LeaseGrant(_) => return Some(Error::NoSpace),
                 // As etcd's capped applier: refused when the quota would count it (top-level puts).
-                Request::Txn(t) if txn_cost(t) > 0 => return Some(Error::NoSpace),
+                Request::Txn(t) if crate::quota::txn_cost(t) > 0 => return Some(Error::NoSpace),
                 _ => {}
             }
         }
         None
     }
-}
-
-/// etcd's estimate of the metadata stored per key, added to a put's cost.
-const KV_OVERHEAD: u64 = 256;
-/// etcd's estimate of a lease's cost against the quota.
-pub const LEASE_COST: u64 = 64;
-
-/// What a put adds to the backend, as etcd's quota estimates it.
-pub fn put_cost(r: &crate::proto::etcdserverpb::PutRequest) -> u64 {
-    KV_OVERHEAD + r.key.len() as u64 + r.value.len() as u64
-}
-
-/// What a txn adds to the backend, as etcd's quota estimates it: the larger of its branches' puts
-/// (puts in nested txns are not counted, as in etcd). 0 for a txn that puts nothing.
-pub fn txn_cost(t: &TxnRequest) -> u64 {
-    let branch = |ops: &[crate::proto::etcdserverpb::RequestOp]| -> u64 {
-        ops.iter()
-            .map(|op| match &op.request {
-                Some(request_op::Request::RequestPut(p)) => put_cost(p),
-                _ => 0,
-            })
-            .sum()
-    };
-    branch(&t.success).max(branch(&t.failure))
 }
 
 /// etcd's name of an alarm type (its number when etcd has no name for it).
@@ -215,7 +190,7 @@ impl AlarmView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
+    use crate::proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
     fn req(action: AlarmAction, member_id: u64, alarm: AlarmType) -> AlarmRequest {
         AlarmRequest {

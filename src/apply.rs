@@ -23,7 +23,7 @@ use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use tokio::sync::watch;
 
 use crate::alarm::{AlarmSet, AlarmView};
-use crate::cluster::{get_member, list_members, put_member};
+use crate::cluster::{delete_member, get_member, list_members, put_member};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::compact::Compactor;
@@ -40,7 +40,7 @@ use crate::proto::metastorepb::{
 use crate::raft::propose::Wait;
 use crate::raft::transport::Transport;
 use crate::raft::{ApplyMsg, NodeMsg, RaftHandle};
-use crate::storage::{checkpoint, encode_u64, CF_MEMBERS, CF_META, META_ALARMS, META_CONF_STATE};
+use crate::storage::{checkpoint, encode_u64, CF_META, META_ALARMS, META_CONF_STATE};
 
 pub use crate::storage::{META_APPLIED_INDEX, META_APPLIED_TERM};
 
@@ -297,7 +297,7 @@ impl Applier {
         self.raft.status.set_applied(last_index);
         if last_index >= self.last_log_compaction + self.snapshot_count.max(1) {
             let started = std::time::Instant::now();
-            self.store.db().sync_wal()?;
+            self.store.db().sync()?;
             tracing::info!(
                 applied = last_index,
                 sync_ms = started.elapsed().as_millis() as u64,
@@ -353,26 +353,21 @@ impl Applier {
             .send(NodeMsg::ApplyConfChange { cc, reply })
             .map_err(|_| Error::Stopped)?;
         let cs = wait.recv().map_err(|_| Error::Stopped)?;
-        let state_cf = db.cf(CF_META)?;
-        wb.raw().put_cf(
-            &state_cf,
+        wb.raw().put(
+            CF_META,
             META_CONF_STATE,
             cs.write_to_bytes()
                 .map_err(|e| Error::Internal(format!("conf state: {e}")))?,
         );
-        drop(state_cf);
         if let Some(ch) = change {
             let m = ch.member.clone().unwrap_or_default();
             match ch.kind() {
-                Kind::Add => put_member(&db, wb.raw(), &m)?,
-                Kind::Remove => {
-                    let cf = db.cf(CF_MEMBERS)?;
-                    wb.raw().delete_cf(&cf, encode_u64(m.id));
-                }
+                Kind::Add => put_member(wb.raw(), &m),
+                Kind::Remove => delete_member(wb.raw(), m.id),
                 Kind::Promote => {
                     if let Some(mut e) = get_member(&db, m.id)? {
                         e.is_learner = false;
-                        put_member(&db, wb.raw(), &e)?;
+                        put_member(wb.raw(), &e);
                     }
                 }
                 Kind::Update => {}
@@ -424,7 +419,7 @@ impl Applier {
                 };
                 m.name = a.name;
                 m.client_urls = a.client_urls;
-                put_member(&db, wb.raw(), &m)?;
+                put_member(wb.raw(), &m);
                 Ok(Applied::Member)
             }
             Request::MemberUpdate(u) => {
@@ -440,7 +435,7 @@ impl Applier {
                     return Err(Error::PeerUrlExists);
                 }
                 m.peer_urls = want.peer_urls;
-                put_member(&db, wb.raw(), &MemberRecord { ..m })?;
+                put_member(wb.raw(), &MemberRecord { ..m });
                 Ok(Applied::Member)
             }
             Request::LeaseGrant(g) => {
@@ -504,7 +499,7 @@ pub fn stored_applied_index(store: &Store) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::proto::metastorepb::{MemberAttributes, MemberChange};
-    use crate::storage::Db;
+    use crate::storage::{Batch, Db, CF_MEMBERS};
     use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfState};
 
     /// An applier over a fresh data dir with member 1, whose raft side answers conf changes by
@@ -519,15 +514,16 @@ mod tests {
 
     fn rig() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let mut b = rocksdb::WriteBatch::default();
+        // Apply depends only on the storage seam: its tests run on the memory engine.
+        let db = Db::memory();
+        let mut b = Batch::new();
         let first = MemberRecord {
             id: 1,
             name: "m1".into(),
             peer_urls: vec!["http://127.0.0.1:1".into()],
             ..Default::default()
         };
-        put_member(&db, &mut b, &first).unwrap();
+        put_member(&mut b, &first);
         db.write(b, true).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -680,8 +676,8 @@ mod tests {
     fn a_fault_inside_an_entry_stops_apply_instead_of_answering() {
         let mut rig = rig();
         // Member 1's record no longer decodes: publishing its attributes cannot read it.
-        let mut b = rocksdb::WriteBatch::default();
-        b.put_cf(&rig.db.cf(CF_MEMBERS).unwrap(), encode_u64(1), b"\xff\xff");
+        let mut b = Batch::new();
+        b.put(CF_MEMBERS, encode_u64(1), &b"\xff\xff"[..]);
         rig.db.write(b, true).unwrap();
         let put = Request::Put(crate::proto::etcdserverpb::PutRequest {
             key: b"k".to_vec(),

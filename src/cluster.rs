@@ -11,7 +11,7 @@ use sha1::{Digest, Sha1};
 use crate::error::Result;
 use crate::proto::etcdserverpb::Member;
 use crate::proto::metastorepb::MemberRecord;
-use crate::storage::{encode_u64, Db, CF_MEMBERS};
+use crate::storage::{encode_u64, Batch, Db, CF_MEMBERS};
 
 /// `local` CF names of this member's identity (local: never replicated, never in a snapshot).
 pub const LOCAL_CLUSTER_ID: &[u8] = b"cluster_id";
@@ -42,10 +42,13 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
 }
 
 /// Adds a member record to a write batch.
-pub fn put_member(db: &Db, batch: &mut rocksdb::WriteBatch, m: &MemberRecord) -> Result<()> {
-    let cf = db.cf(CF_MEMBERS)?;
-    batch.put_cf(&cf, encode_u64(m.id), m.encode_to_vec());
-    Ok(())
+pub fn put_member(batch: &mut Batch, m: &MemberRecord) {
+    batch.put(CF_MEMBERS, encode_u64(m.id), m.encode_to_vec());
+}
+
+/// Removes a member record in a write batch.
+pub fn delete_member(batch: &mut Batch, id: u64) {
+    batch.delete(CF_MEMBERS, encode_u64(id));
 }
 
 /// Reads one member.
@@ -58,9 +61,8 @@ pub fn get_member(db: &Db, id: u64) -> Result<Option<MemberRecord>> {
 
 /// All member records, sorted by id (the CF key order).
 pub fn list_records(db: &Db) -> Result<Vec<MemberRecord>> {
-    let cf = db.cf(CF_MEMBERS)?;
-    let mut it = db.raw().raw_iterator_cf(&cf);
-    it.seek_to_first();
+    let mut it = db.cursor(CF_MEMBERS, None)?;
+    it.seek(&[]);
     let mut out = Vec::new();
     while let Some(v) = it.value() {
         out.push(MemberRecord::decode(v)?);

@@ -15,6 +15,7 @@ pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
+pub mod quota;
 /// The generated protobuf and gRPC code (the `metastore-proto` crate).
 pub use metastore_proto as proto;
 pub mod raft;

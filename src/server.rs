@@ -31,7 +31,8 @@ use crate::raft::propose::{IdGen, Wait};
 use crate::raft::transport::{fetch_members, Dialer, Transport};
 use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
 use crate::storage::{
-    checkpoint, encode_u64, Db, CF_LOCAL, CF_META, META_APPLIED_INDEX, META_APPLIED_TERM,
+    checkpoint, encode_u64, Batch, Db, Engine, Rocks, CF_LOCAL, CF_META, META_APPLIED_INDEX,
+    META_APPLIED_TERM,
 };
 
 /// Most committed-but-unapplied entries before new proposals are refused (etcd's limit).
@@ -43,7 +44,7 @@ pub struct EtcdServer {
     /// The state database (keyspace, members, leases, applied index).
     pub db: Db,
     /// The raft log database.
-    log_db: Db,
+    log_db: Rocks,
     pub store: Store,
     pub raft: RaftHandle,
     pub compactor: Compactor,
@@ -59,18 +60,13 @@ pub struct EtcdServer {
     ids: IdGen,
     applied: watch::Receiver<u64>,
     threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// The state database's size as the quota check last read it, and when (ms since `started`).
-    backend_size: std::sync::atomic::AtomicU64,
-    backend_size_at: std::sync::atomic::AtomicU64,
-    /// Bumped by `forget_backend_size`: a reading taken before a bump is not stored after it.
-    backend_size_gen: std::sync::atomic::AtomicU64,
-    started: std::time::Instant,
+    /// The backend quota (`--quota-backend-bytes`).
+    quota: crate::quota::Quota,
     /// Serializes Defragment calls.
     pub defrag_lock: tokio::sync::Mutex<()>,
+    /// This member's metric families (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
-
-/// How long the quota check may use a size it read before.
-const BACKEND_SIZE_MAX_AGE_MS: u64 = 100;
 
 impl EtcdServer {
     /// Opens or bootstraps the member and starts its raft and apply threads. Runs on a blocking
@@ -81,7 +77,7 @@ impl EtcdServer {
         dialer: Dialer,
     ) -> Result<Arc<EtcdServer>> {
         let db = Db::open(&cfg.data_dir)?;
-        let log_db = Db::open_log(&cfg.data_dir)?;
+        let log_db = Rocks::open_log(&cfg.data_dir)?;
         let snap_dir = cfg.data_dir.join("snap");
         // Finish a snapshot install that a crash interrupted.
         if let Some(dir) = db.get(CF_LOCAL, checkpoint::INSTALLING)? {
@@ -122,7 +118,10 @@ impl EtcdServer {
             .collect();
         transport.set_peers(&peers);
         let conf = raft_storage.conf_state();
+        let metrics = crate::metrics::Metrics::new();
         let store = Store::open(db.clone())?;
+        store.metrics.register(&metrics);
+        metrics.register(raft_storage.wal_fsync());
         let compactor = Compactor::start(db.clone())?;
         let watch_hub = WatchHub::new(store.clone())?;
         let applied = stored_applied_index(&store)?;
@@ -148,6 +147,7 @@ impl EtcdServer {
             }),
             transport.clone(),
         )?;
+        metrics.register(&raft.status.leader_changes);
         raft.status.is_learner.store(
             conf.learners.contains(&member_id),
             std::sync::atomic::Ordering::Release,
@@ -172,6 +172,7 @@ impl EtcdServer {
             .name("apply".into())
             .spawn(move || applier.run(apply_rx))
             .map_err(|e| Error::Internal(format!("spawn apply thread: {e}")))?;
+        let quota = crate::quota::Quota::new(db.clone(), cfg.quota_backend_bytes);
         Ok(Arc::new(EtcdServer {
             cfg,
             db,
@@ -189,11 +190,9 @@ impl EtcdServer {
             ids: IdGen::new(member_id),
             applied: applied_rx,
             threads: parking_lot::Mutex::new(vec![raft_join, apply_join]),
-            backend_size: std::sync::atomic::AtomicU64::new(0),
-            backend_size_at: std::sync::atomic::AtomicU64::new(u64::MAX),
-            backend_size_gen: std::sync::atomic::AtomicU64::new(0),
-            started: std::time::Instant::now(),
+            quota,
             defrag_lock: tokio::sync::Mutex::new(()),
+            metrics,
         }))
     }
 
@@ -295,8 +294,8 @@ impl EtcdServer {
             let _ = t.join();
         }
         // Everything is in the raft log already; flushing makes the next start fast.
-        for db in [&self.db, &self.log_db] {
-            if let Err(e) = db.flush_all() {
+        for db in [&*self.db, &self.log_db as &dyn Engine] {
+            if let Err(e) = db.flush() {
                 tracing::warn!(error = %e, "flushing the database at shutdown failed");
             }
         }
@@ -312,31 +311,9 @@ impl EtcdServer {
         }
     }
 
-    /// The state database's size, read again when the last reading is older than 100 ms (reading
-    /// RocksDB's size properties on every write would cost more than the write's own bookkeeping).
-    fn backend_size(&self) -> u64 {
-        use std::sync::atomic::Ordering::SeqCst;
-        let now = self.started.elapsed().as_millis() as u64;
-        let at = self.backend_size_at.load(SeqCst);
-        if at != u64::MAX && now.saturating_sub(at) < BACKEND_SIZE_MAX_AGE_MS {
-            return self.backend_size.load(SeqCst);
-        }
-        let generation = self.backend_size_gen.load(SeqCst);
-        let size = self.db.size_bytes();
-        self.backend_size.store(size, SeqCst);
-        self.backend_size_at.store(now, SeqCst);
-        // A defragment finished while we read: our reading may predate it, do not keep it.
-        if self.backend_size_gen.load(SeqCst) != generation {
-            self.backend_size_at.store(u64::MAX, SeqCst);
-        }
-        size
-    }
-
     /// Makes the next quota check read the size again (after a defragment).
     pub fn forget_backend_size(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.backend_size_gen.fetch_add(1, SeqCst);
-        self.backend_size_at.store(u64::MAX, SeqCst);
+        self.quota.forget();
     }
 
     /// etcd's backend quota: a request that adds `cost` bytes passes while the backend stays under
@@ -344,7 +321,7 @@ impl EtcdServer {
     /// request fails with `etcdserver: mvcc: database space exceeded`. Requests that add nothing pass.
     pub async fn check_quota(&self, cost: u64) -> Result<()> {
         use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-        if cost == 0 || self.backend_size().saturating_add(cost) < self.cfg.quota_backend_bytes {
+        if self.quota.admits(cost) {
             return Ok(());
         }
         let raised = self
@@ -373,16 +350,6 @@ impl EtcdServer {
     /// The applied raft index.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
-    }
-
-    /// Refuses a request bigger than the gRPC receive limit, as grpc-go does in etcd.
-    pub fn check_message_size(&self, m: &impl Message) -> Result<()> {
-        let len = m.encoded_len();
-        let limit = self.cfg.max_recv_bytes();
-        if len > limit {
-            return Err(Error::MessageTooLarge(len, limit));
-        }
-        Ok(())
     }
 
     /// Proposes a request through raft and waits until it is applied here. Without a leader the
@@ -560,16 +527,14 @@ impl EtcdServer {
 fn force_new_cluster(db: &Db, raft_storage: &RaftStorage, me: u64) -> Result<()> {
     let applied = db.get_u64(CF_META, META_APPLIED_INDEX)?;
     raft_storage.force_single_voter(me, applied)?;
-    let mut batch = rocksdb::WriteBatch::default();
-    let cf = db.cf(crate::storage::CF_MEMBERS)?;
+    let mut batch = Batch::new();
     let mut removed = Vec::new();
     for m in cluster::list_records(db)? {
         if m.id != me {
-            batch.delete_cf(&cf, encode_u64(m.id));
+            cluster::delete_member(&mut batch, m.id);
             removed.push(format!("{:x}", m.id));
         }
     }
-    drop(cf);
     db.write(batch, true)?;
     tracing::warn!(member_id = %format!("{me:x}"), ?removed,
         "forcing a new one-member cluster (--force-new-cluster): the other members were removed");
@@ -621,19 +586,15 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
     let cluster_id = cluster::cluster_id(&ids);
     // Raft's initial state first: this member counts as bootstrapped once its ids are written below.
     raft_storage.bootstrap(ids)?;
-    let mut batch = rocksdb::WriteBatch::default();
+    let mut batch = Batch::new();
     for m in &members {
-        cluster::put_member(db, &mut batch, m)?;
+        cluster::put_member(&mut batch, m);
     }
     // The initial state stands for raft index 1 (see RaftStorage::bootstrap).
-    let meta = db.cf(CF_META)?;
-    batch.put_cf(&meta, META_APPLIED_INDEX, encode_u64(1));
-    batch.put_cf(&meta, META_APPLIED_TERM, encode_u64(1));
-    drop(meta);
-    let local = db.cf(CF_LOCAL)?;
-    batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
-    batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
-    drop(local);
+    batch.put(CF_META, META_APPLIED_INDEX, encode_u64(1));
+    batch.put(CF_META, META_APPLIED_TERM, encode_u64(1));
+    batch.put(CF_LOCAL, LOCAL_MEMBER_ID, encode_u64(member_id));
+    batch.put(CF_LOCAL, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
     db.write(batch, true)?;
     tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
         "bootstrapped a new cluster");
@@ -684,15 +645,13 @@ fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle, dialer: &Dialer) -> 
             ))
         })?;
     let (member_id, cluster_id) = (me.id, resp.cluster_id);
-    let mut batch = rocksdb::WriteBatch::default();
+    let mut batch = Batch::new();
     // Know the peers before the leader's snapshot arrives (it replaces this list).
     for m in &resp.members {
-        cluster::put_member(db, &mut batch, m)?;
+        cluster::put_member(&mut batch, m);
     }
-    let local = db.cf(CF_LOCAL)?;
-    batch.put_cf(&local, LOCAL_MEMBER_ID, encode_u64(member_id));
-    batch.put_cf(&local, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
-    drop(local);
+    batch.put(CF_LOCAL, LOCAL_MEMBER_ID, encode_u64(member_id));
+    batch.put(CF_LOCAL, LOCAL_CLUSTER_ID, encode_u64(cluster_id));
     db.write(batch, true)?;
     tracing::info!(member_id = %format!("{member_id:x}"), cluster_id = %format!("{cluster_id:x}"),
         "joining an existing cluster");

@@ -90,6 +90,55 @@ async fn metrics_carry_leader_and_revision_gauges() {
     }
 }
 
+/// The labelled families etcd's dashboards use: MVCC's operation counters and live keys, and the
+/// gRPC server's started/handled counts per method and status code (a watch whose client went away
+/// counts as Canceled, as etcd counts it).
+#[tokio::test]
+async fn metrics_count_operations_and_grpc_calls_by_method_and_code() {
+    let m = Member::start().await;
+    let mut c = m.client().await;
+    c.put("a", "1", None).await.unwrap();
+    c.put("a", "2", None).await.unwrap();
+    c.put("b", "1", None).await.unwrap();
+    c.delete("b", None).await.unwrap();
+    let empty = c.put("", "v", None).await.unwrap_err();
+    assert!(empty.to_string().contains("key is not provided"), "{empty}");
+    let watch = c.watch("a", None).await.unwrap();
+    drop(watch);
+    let kv = |method: &str, code: &str, n: u64| {
+        format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",\
+             grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}} {n}"
+        )
+    };
+    let want = [
+        "etcd_mvcc_put_total 3".to_string(),
+        "etcd_mvcc_delete_total 1".to_string(),
+        "etcd_debugging_mvcc_keys_total 1".to_string(),
+        kv("Put", "OK", 3),
+        kv("Put", "InvalidArgument", 1),
+        kv("DeleteRange", "OK", 1),
+        "grpc_server_started_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",\
+         grpc_type=\"unary\"} 4"
+            .to_string(),
+        "grpc_server_handled_total{grpc_code=\"Canceled\",grpc_method=\"Watch\",\
+         grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"
+            .to_string(),
+    ];
+    let endpoint = m.endpoint();
+    compat_tests::eventually(10, "the watch to count as Canceled", || {
+        let (endpoint, want) = (endpoint.clone(), want.clone());
+        async move {
+            let r = http_get(&endpoint, "/metrics", "").await;
+            let lines: Vec<&str> = r.body.lines().collect();
+            want.iter()
+                .all(|w| lines.contains(&w.as_str()))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn livez_and_readyz_answer_ok() {
     if compat_tests::skip_on_etcd("etcd 3.4 has no /livez or /readyz") {

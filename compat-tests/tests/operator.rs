@@ -446,8 +446,8 @@ async fn the_initial_corrupt_check_refuses_a_member_whose_data_differs() {
     );
     cl.members[damaged].terminate().await;
     {
-        use metastore::storage::{Db, CF_KV};
-        let db = Db::open(cl.members[damaged].data_dir()).unwrap();
+        use metastore::storage::{Rocks, CF_KV};
+        let db = Rocks::open_state(cl.members[damaged].data_dir()).unwrap();
         let cf = db.cf(CF_KV).unwrap();
         let mut it = db.raw().raw_iterator_cf(&cf);
         it.seek_to_last();

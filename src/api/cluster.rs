@@ -29,18 +29,6 @@ pub struct ClusterService {
     pub server: Arc<EtcdServer>,
 }
 
-fn valid_peer_urls(urls: &[String]) -> bool {
-    !urls.is_empty()
-        && urls.iter().all(|u| {
-            url::Url::parse(u).is_ok_and(|p| {
-                (p.scheme() == "http" || p.scheme() == "https")
-                    && p.host_str().is_some()
-                    && p.port().is_some()
-                    && (p.path().is_empty() || p.path() == "/")
-            })
-        })
-}
-
 /// etcd's id for a member added at runtime: peer URLs, cluster token and the time.
 fn new_member_id(urls: &[String], token: &str) -> u64 {
     let secs = SystemTime::now()
@@ -86,9 +74,7 @@ impl Cluster for ClusterService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        if !valid_peer_urls(&r.peer_ur_ls) {
-            return Err(Error::BadMemberUrls.into());
-        }
+        super::validate::peer_urls(&r.peer_ur_ls)?;
         let records = s.blocking(list_records).await?;
         if records
             .iter()
@@ -165,9 +151,7 @@ impl Cluster for ClusterService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        if !valid_peer_urls(&r.peer_ur_ls) {
-            return Err(Error::BadMemberUrls.into());
-        }
+        super::validate::peer_urls(&r.peer_ur_ls)?;
         let change = MemberChange {
             kind: Kind::Update as i32,
             member: Some(MemberRecord {

@@ -8,8 +8,10 @@
 //! linearizable one unless `?serializable=true`); the body is `{"health":"true|false","reason":"..."}`.
 //! `/livez` checks that a local read is served, `/readyz` also that no CORRUPT alarm is active, that
 //! there is a leader and that a linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
-//! Prometheus text with a small set of etcd's metrics (leader, leader changes, pending proposals,
-//! sizes, quota, revision, raft indexes, versions, WAL fsync and backend commit durations); the rest of etcd's metrics are not exported yet.
+//! Prometheus text of the member's registry (`metrics.rs`): a set of etcd's metrics (leader, leader
+//! changes, pending proposals, sizes, quota, revisions, raft indexes, versions, WAL fsync and backend
+//! commit durations, MVCC put/delete counts and live keys, gRPC started/handled per method and code);
+//! the rest of etcd's metrics are not exported yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,22 +93,6 @@ async fn fallback(req: axum::extract::Request) -> Response {
     (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
-/// One gauge in Prometheus' text format.
-fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: impl std::fmt::Display) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    let _ = writeln!(out, "{name}{labels} {value}");
-}
-
-/// One counter in Prometheus' text format.
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let _ = writeln!(out, "{name} {value}");
-}
-
 async fn metrics(s: &EtcdServer) -> Response {
     let sizes = s
         .blocking(|db| Ok((db.size_bytes(), db.size_in_use_bytes())))
@@ -117,129 +103,33 @@ async fn metrics(s: &EtcdServer) -> Response {
     let st = &s.raft.status;
     let leader = st.leader();
     let v = &s.cfg.etcd_version;
-    let cluster = cluster_version(v);
-    let mut out = String::new();
-    gauge(
-        &mut out,
-        "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        "",
-        u8::from(leader != 0),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_is_leader",
-        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        "",
-        u8::from(leader == s.member_id),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_is_learner",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-        "",
-        u8::from(st.is_learner()),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_id",
-        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-        &format!("{{server_id=\"{:x}\"}}", s.member_id),
-        1,
-    );
-    gauge(
-        &mut out,
-        "etcd_server_version",
-        "Which version is running. 1 for 'server_version' label with current version.",
-        &format!("{{server_version=\"{v}\"}}"),
-        1,
-    );
-    gauge(
-        &mut out,
-        "etcd_cluster_version",
-        "Which version is running. 1 for 'cluster_version' label with current cluster version",
-        &format!("{{cluster_version=\"{cluster}\"}}"),
-        1,
-    );
-    counter(
-        &mut out,
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen.",
-        st.leader_changes.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_proposals_pending",
-        "The current number of pending proposals to commit.",
-        "",
-        s.proposals_pending(),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed.",
-        "",
-        st.commit(),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.",
-        "",
-        s.applied_index(),
-    );
-    gauge(
-        &mut out,
-        "etcd_server_quota_backend_bytes",
-        "Current backend storage quota size in bytes.",
-        "",
-        s.cfg.quota_backend_bytes,
-    );
-    gauge(
-        &mut out,
-        "etcd_mvcc_db_total_size_in_bytes",
-        "Total size of the underlying database physically allocated in bytes.",
-        "",
-        size,
-    );
-    gauge(
-        &mut out,
-        "etcd_mvcc_db_total_size_in_use_in_bytes",
-        "Total size of the underlying database logically in use in bytes.",
-        "",
-        in_use,
-    );
-    gauge(
-        &mut out,
-        "etcd_debugging_mvcc_current_revision",
-        "The current revision of store.",
-        "",
-        s.store.current_revision(),
-    );
-    gauge(
-        &mut out,
-        "etcd_debugging_mvcc_compact_revision",
-        "The revision of the last compaction in store.",
-        "",
-        s.store.compact_revision(),
-    );
-    crate::metrics::WAL_FSYNC.render(
-        &mut out,
-        "etcd_disk_wal_fsync_duration_seconds",
-        "The latency distributions of fsync called by WAL.",
-    );
-    crate::metrics::BACKEND_COMMIT.render(
-        &mut out,
-        "etcd_disk_backend_commit_duration_seconds",
-        "The latency distributions of commit called by backend.",
-    );
+    let g = &s.metrics.state;
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    g.has_leader.set(i64::from(leader != 0));
+    g.is_leader.set(i64::from(leader == s.member_id));
+    g.is_learner.set(i64::from(st.is_learner()));
+    g.server_id
+        .with_label_values(&[&format!("{:x}", s.member_id)])
+        .set(1);
+    g.server_version.with_label_values(&[v.as_str()]).set(1);
+    g.cluster_version
+        .with_label_values(&[&cluster_version(v)])
+        .set(1);
+    g.proposals_pending.set(int(s.proposals_pending() as u64));
+    g.proposals_committed.set(int(st.commit()));
+    g.proposals_applied.set(int(s.applied_index()));
+    g.quota_backend_bytes.set(int(s.cfg.quota_backend_bytes));
+    g.db_total_size.set(int(size));
+    g.db_in_use.set(int(in_use));
+    g.current_revision.set(s.store.current_revision());
+    g.compact_revision.set(s.store.compact_revision());
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        s.metrics.render(),
     )
         .into_response()
 }

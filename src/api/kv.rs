@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::validate;
 use crate::apply::Applied;
 use crate::error::Error;
 use crate::mvcc::store::range;
-use crate::mvcc::txn::{is_read_only, run_read_txn, validate_put, validate_txn};
+use crate::mvcc::txn::{is_read_only, run_read_txn};
 use crate::proto::etcdserverpb::{
     kv_server::Kv, request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
@@ -22,9 +23,7 @@ pub struct KvService {
 
 /// Range as a client sees it (read barrier unless serializable), header filled.
 pub(crate) async fn do_range(s: &EtcdServer, r: RangeRequest) -> Result<RangeResponse, Error> {
-    if r.key.is_empty() {
-        return Err(Error::EmptyKey);
-    }
+    validate::range(&r)?;
     if !r.serializable {
         s.read_barrier().await?;
     }
@@ -36,7 +35,7 @@ pub(crate) async fn do_range(s: &EtcdServer, r: RangeRequest) -> Result<RangeRes
 
 /// Txn as a client sees it: validated, read-only ones served without raft, header filled.
 pub(crate) async fn do_txn(s: &EtcdServer, r: TxnRequest) -> Result<TxnResponse, Error> {
-    validate_txn(&r, s.cfg.max_txn_ops)?;
+    validate::txn(&r, s.cfg.max_txn_ops)?;
     let mut resp = if is_read_only(&r) {
         if !all_serializable(&r) {
             s.read_barrier().await?;
@@ -62,9 +61,7 @@ pub(crate) async fn do_delete(
     s: &EtcdServer,
     r: DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, Error> {
-    if r.key.is_empty() {
-        return Err(Error::EmptyKey);
-    }
+    validate::delete_range(&r)?;
     match s.propose(Internal::DeleteRange(r)).await? {
         Applied::DeleteRange(mut resp) => {
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -99,7 +96,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), req.get_ref().serializable)?;
         let r = req.into_inner();
-        s.check_message_size(&r)?;
+        validate::message_size(&r, s.cfg.max_recv_bytes())?;
         Ok(Response::new(do_range(s, r).await?))
     }
 
@@ -107,9 +104,9 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        s.check_message_size(&r)?;
-        s.check_quota(crate::alarm::put_cost(&r)).await?;
-        validate_put(&r)?;
+        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        s.check_quota(crate::quota::put_cost(&r)).await?;
+        validate::put(&r)?;
         match s.propose(Internal::Put(r)).await? {
             Applied::Put(mut resp) => {
                 let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -127,7 +124,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        s.check_message_size(&r)?;
+        validate::message_size(&r, s.cfg.max_recv_bytes())?;
         Ok(Response::new(do_delete(s, r).await?))
     }
 
@@ -135,8 +132,8 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        s.check_message_size(&r)?;
-        s.check_quota(crate::alarm::txn_cost(&r)).await?;
+        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        s.check_quota(crate::quota::txn_cost(&r)).await?;
         Ok(Response::new(do_txn(s, r).await?))
     }
 

@@ -13,7 +13,6 @@ use super::forward::{is_forwarded, LeaderLink};
 
 use crate::apply::Applied;
 use crate::error::Error;
-use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::write::{all_leases, attached_keys};
 use crate::proto::etcdserverpb::{
     lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
@@ -87,10 +86,8 @@ impl Lease for LeaseService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let mut r = req.into_inner();
-        s.check_quota(crate::alarm::LEASE_COST).await?;
-        if r.ttl > MAX_LEASE_TTL {
-            return Err(Error::LeaseTtlTooLarge.into());
-        }
+        s.check_quota(crate::quota::LEASE_COST).await?;
+        super::validate::lease_grant(&r)?;
         r.ttl = r.ttl.max(min_ttl(s));
         if r.id == 0 {
             r.id = (rand::random::<u64>() >> 1).max(1) as i64;

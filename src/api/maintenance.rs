@@ -126,9 +126,7 @@ impl Maintenance for MaintenanceService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        if !crate::alarm::AlarmSet::known_type(r.alarm) {
-            return Err(Error::UnknownAlarmType(r.alarm).into());
-        }
+        super::validate::alarm_type(r.alarm)?;
         match s.propose(Internal::Alarm(r)).await? {
             Applied::Alarm(mut r) => {
                 r.header = Some(s.header(s.store.current_revision()));

@@ -14,6 +14,7 @@ mod election;
 mod forward;
 mod gateway;
 mod gateway_stream;
+mod grpc_metrics;
 mod http;
 mod kv;
 mod lease;
@@ -21,6 +22,7 @@ mod listen;
 mod lock;
 mod maintenance;
 mod recipes;
+mod validate;
 #[path = "watch.rs"]
 mod watch_service;
 
@@ -53,9 +55,13 @@ pub struct NotServed;
 
 impl Auth for NotServed {}
 
-/// A tonic router as every listener here runs it: with etcd's deadline answer (`deadline`).
+/// A tonic router as every listener here runs it: gRPC calls counted (`grpc_metrics`, on client
+/// listeners only), then etcd's deadline answer (`deadline`), so that deadline answers count too.
 type Router = tonic::transport::server::Router<
-    tower_layer::Stack<deadline::DeadlineLayer, tower_layer::Identity>,
+    tower_layer::Stack<
+        deadline::DeadlineLayer,
+        tower_layer::Stack<grpc_metrics::GrpcMetricsLayer, tower_layer::Identity>,
+    >,
 >;
 
 /// Runs one tonic router on the connections of `incoming` until `shutdown` turns true.
@@ -147,6 +153,7 @@ pub async fn serve_peer(
         });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(grpc_metrics::GrpcMetricsLayer(None))
             .layer(deadline::DeadlineLayer)
             .add_service(svc)
             .add_service(leader);
@@ -168,6 +175,8 @@ pub async fn serve(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    let counted =
+        grpc_metrics::GrpcMetricsLayer(Some(grpc_metrics::GrpcMetrics::new(&server.metrics)));
     let mut tasks = Vec::new();
     for b in listeners {
         let kv = KvServer::new(kv::KvService {
@@ -211,6 +220,7 @@ pub async fn serve(
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(server.cfg.max_concurrent_streams)
+            .layer(counted.clone())
             .layer(deadline::DeadlineLayer)
             .add_routes(routes);
         let with_tls = tls_for(&b, &tls, "--cert-file, --key-file", "client")?;
@@ -265,6 +275,7 @@ pub async fn serve_metrics(
         http::add_routes(&mut router, server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(grpc_metrics::GrpcMetricsLayer(None))
             .layer(deadline::DeadlineLayer)
             .add_routes(tonic::service::Routes::from(router));
         tasks.push(spawn_on(router, b, with_tls, shutdown.clone()));

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::revision::{decode_index_key, Revision, TOMBSTONE};
 use super::store::{META_COMPACT_FINISHED, META_COMPACT_REV};
 use crate::error::Result;
-use crate::storage::{encode_u64, Db, CF_INDEX, CF_KV, CF_META};
+use crate::storage::{encode_u64, Batch, Db, CF_INDEX, CF_KV, CF_META};
 
 const BATCH_DELETES: usize = 10_000;
 
@@ -69,12 +69,10 @@ impl Compactor {
 }
 
 fn compact(db: &Db, target: i64) -> Result<()> {
-    let index_cf = db.cf(CF_INDEX)?;
-    let kv_cf = db.cf(CF_KV)?;
-    let snap = db.raw().snapshot();
-    let mut it = snap.raw_iterator_cf(&index_cf);
-    it.seek_to_first();
-    let mut batch = rocksdb::WriteBatch::default();
+    let snap = db.snapshot();
+    let mut it = snap.cursor(CF_INDEX, None)?;
+    it.seek(&[]);
+    let mut batch = Batch::new();
     let mut current: Option<Vec<u8>> = None;
     let mut keeper_seen = false;
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -94,14 +92,14 @@ fn compact(db: &Db, target: i64) -> Result<()> {
         if !keeper_seen {
             keeper_seen = true;
             if tomb {
-                batch.delete_cf(&index_cf, k);
+                batch.delete(CF_INDEX, k);
                 if rev.main != target {
-                    batch.delete_cf(&kv_cf, rev.kv_key(true));
+                    batch.delete(CF_KV, rev.kv_key(true));
                 }
             }
         } else {
-            batch.delete_cf(&index_cf, k);
-            batch.delete_cf(&kv_cf, Revision::kv_key(&rev, tomb));
+            batch.delete(CF_INDEX, k);
+            batch.delete(CF_KV, Revision::kv_key(&rev, tomb));
         }
         if batch.len() >= BATCH_DELETES {
             db.write(std::mem::take(&mut batch), false)?;
@@ -109,8 +107,7 @@ fn compact(db: &Db, target: i64) -> Result<()> {
         it.next();
     }
     it.status()?;
-    let meta = db.cf(CF_META)?;
-    batch.put_cf(&meta, META_COMPACT_FINISHED, encode_u64(target as u64));
+    batch.put(CF_META, META_COMPACT_FINISHED, encode_u64(target as u64));
     db.write(batch, false)?;
     Ok(())
 }

@@ -11,15 +11,9 @@ use crate::storage::CF_KV;
 
 /// CRC-32 of the `kv` records with `compact <= main <= rev`.
 pub fn hash_kv(view: &ReadView<'_>, rev: i64) -> Result<u32> {
-    let db = view.reader.db;
-    let cf = db.cf(CF_KV)?;
-    let mut opts = rocksdb::ReadOptions::default();
-    if let Some(s) = view.reader.snap {
-        opts.set_snapshot(s);
-    }
-    opts.set_iterate_upper_bound(Revision::new(rev + 1, 0).kv_key(false));
-    let mut it = db.raw().raw_iterator_cf_opt(&cf, opts);
-    it.seek(Revision::new(view.compact.max(0), 0).kv_key(false));
+    let upper = Revision::new(rev + 1, 0).kv_key(false);
+    let mut it = view.reader.src.cursor(CF_KV, Some(upper))?;
+    it.seek(&Revision::new(view.compact.max(0), 0).kv_key(false));
     let mut h = crc32fast::Hasher::new();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
         h.update(k);

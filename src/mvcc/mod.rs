@@ -1,4 +1,5 @@
-//! The MVCC keyspace with etcd's revision semantics, stored in RocksDB (DESIGN.md §2).
+//! The MVCC keyspace with etcd's revision semantics, stored through the storage engine seam
+//! (`storage::Engine`: RocksDB or memory; DESIGN.md §2).
 //!
 //! `revision` holds the key encodings, `store` the read side (Range), `write` the apply batch (Put,
 //! DeleteRange), `latest` apply's cache of the newest version of recently written keys, `txn` transactions and their validation, `compact` physical compaction. Nothing here
@@ -16,5 +17,11 @@ pub mod write;
 pub use store::{KeyRange, KvRead, ReadView, Store};
 pub use write::{KvWrite, WriteBatch};
 
+// The same tests twice, once per storage engine (the file picks its engine by module name).
 #[cfg(test)]
+#[allow(clippy::duplicate_mod)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::duplicate_mod)]
+#[path = "tests.rs"]
+mod tests_on_memory;

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use prost::Message;
-use rocksdb::ReadOptions;
 
 use super::revision::{
     decode_index_key, encode_key, index_after_key, index_seek_at, Revision, TOMBSTONE,
@@ -25,12 +24,56 @@ use super::revision::{
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::{range_request, RangeRequest, RangeResponse, ResponseHeader};
 use crate::proto::mvccpb::KeyValue;
-use crate::storage::{decode_u64, Db, Snapshot, CF_INDEX, CF_KV, CF_META};
+use crate::storage::{decode_u64, Db, Read, CF_INDEX, CF_KV, CF_META};
 
 /// `meta` CF names owned by the MVCC store.
 pub const META_CURRENT_REV: &[u8] = b"current_rev";
 pub const META_COMPACT_REV: &[u8] = b"compact_rev";
 pub const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
+/// Number of live keys (etcd's `etcd_debugging_mvcc_keys_total`), written with every apply batch.
+pub const META_KEY_COUNT: &[u8] = b"key_count";
+
+/// MVCC's metric families (registered in the member's registry by the server).
+#[derive(Clone)]
+pub struct MvccMetrics {
+    /// Put operations applied (in txns too).
+    pub put: prometheus::IntCounter,
+    /// DeleteRange operations applied (in txns too).
+    pub delete: prometheus::IntCounter,
+    /// Live keys.
+    pub keys: prometheus::IntGauge,
+    /// Apply's writes of the state database (one per applied batch).
+    pub backend_commit: prometheus::Histogram,
+}
+
+impl MvccMetrics {
+    fn new() -> MvccMetrics {
+        use crate::metrics::{counter, disk_histogram, gauge};
+        MvccMetrics {
+            put: counter(
+                "etcd_mvcc_put_total",
+                "Total number of puts seen by this member.",
+            ),
+            delete: counter(
+                "etcd_mvcc_delete_total",
+                "Total number of deletes seen by this member.",
+            ),
+            keys: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            backend_commit: disk_histogram(
+                "etcd_disk_backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
+            ),
+        }
+    }
+
+    /// Registers every family in `m`.
+    pub fn register(&self, m: &crate::metrics::Metrics) {
+        m.register(&self.put);
+        m.register(&self.delete);
+        m.register(&self.keys);
+        m.register(&self.backend_commit);
+    }
+}
 
 /// The end of a key range, as etcd reads `range_end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +156,7 @@ pub struct Store {
     revs: Arc<RevState>,
     /// Apply's cache of the newest version of recently written keys (see `latest.rs`).
     latest: Arc<parking_lot::Mutex<super::latest::LatestCache>>,
+    pub metrics: MvccMetrics,
 }
 
 impl Store {
@@ -123,7 +167,7 @@ impl Store {
             None => 1,
         };
         let compact = db.get_u64(CF_META, META_COMPACT_REV)? as i64;
-        Ok(Store {
+        let store = Store {
             db,
             revs: Arc::new(RevState {
                 current: AtomicI64::new(current),
@@ -131,7 +175,24 @@ impl Store {
                 changed: tokio::sync::watch::channel(current).0,
             }),
             latest: Default::default(),
-        })
+            metrics: MvccMetrics::new(),
+        };
+        store.load_key_count()?;
+        Ok(store)
+    }
+
+    /// Reads the live key count; a data dir written before it was kept is counted once.
+    fn load_key_count(&self) -> Result<()> {
+        let n = match self.db.get(CF_META, META_KEY_COUNT)? {
+            Some(v) => decode_u64(&v) as i64,
+            None => {
+                let reader = Reader { src: &*self.db };
+                let all = KeyRange::new(&[0], &[0]);
+                reader.scan(&all, self.current_revision())?.len() as i64
+            }
+        };
+        self.metrics.keys.set(n);
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {
@@ -157,7 +218,7 @@ impl Store {
         let compact = self.db.get_u64(CF_META, META_COMPACT_REV)? as i64;
         self.latest.lock().clear();
         self.publish(current, compact);
-        Ok(())
+        self.load_key_count()
     }
 
     /// Apply's cache of the newest versions (only the apply thread locks it).
@@ -184,13 +245,10 @@ impl Store {
     /// Runs `f` on a consistent snapshot view of the latest committed state.
     pub fn with_view<T>(&self, f: impl FnOnce(&ReadView<'_>) -> Result<T>) -> Result<T> {
         let current = self.current_revision();
-        let snap = self.db.raw().snapshot();
+        let snap = self.db.snapshot();
         let compact = self.compact_revision();
         let view = ReadView {
-            reader: Reader {
-                db: &self.db,
-                snap: Some(&snap),
-            },
+            reader: Reader { src: &*snap },
             current,
             compact,
         };
@@ -198,29 +256,17 @@ impl Store {
     }
 }
 
-/// Low-level access to the index and kv column families, optionally through a snapshot.
+/// Low-level access to the index and kv column families: the database's latest state or a snapshot.
 #[derive(Clone, Copy)]
 pub struct Reader<'a> {
-    pub db: &'a Db,
-    pub snap: Option<&'a Snapshot<'a>>,
+    pub src: &'a dyn Read,
 }
 
 impl Reader<'_> {
-    fn opts(&self) -> ReadOptions {
-        let mut o = ReadOptions::default();
-        if let Some(s) = self.snap {
-            o.set_snapshot(s);
-        }
-        o
-    }
-
     /// The newest index entry of `key`: its revision and whether it is a tombstone.
     pub fn latest(&self, key: &[u8]) -> Result<Option<(Revision, bool)>> {
-        let cf = self.db.cf(CF_INDEX)?;
-        let mut opts = self.opts();
-        opts.set_iterate_upper_bound(index_after_key(key));
-        let mut it = self.db.raw().raw_iterator_cf_opt(&cf, opts);
-        it.seek(encode_key(key));
+        let mut it = self.src.cursor(CF_INDEX, Some(index_after_key(key)))?;
+        it.seek(&encode_key(key));
         if let (Some(k), Some(v)) = (it.key(), it.value()) {
             let (user, _, rev) =
                 decode_index_key(k).ok_or_else(|| Error::Internal("bad index key".into()))?;
@@ -238,21 +284,19 @@ impl Reader<'_> {
         if range.is_empty() {
             return Ok(out);
         }
-        let cf = self.db.cf(CF_INDEX)?;
-        let mut opts = self.opts();
-        match &range.end {
-            RangeEnd::Single => opts.set_iterate_upper_bound(index_after_key(&range.key)),
-            RangeEnd::Before(e) => opts.set_iterate_upper_bound(encode_key(e)),
-            RangeEnd::Unbounded => {}
-        }
-        let mut it = self.db.raw().raw_iterator_cf_opt(&cf, opts);
-        it.seek(index_seek_at(&range.key, rev));
+        let upper = match &range.end {
+            RangeEnd::Single => Some(index_after_key(&range.key)),
+            RangeEnd::Before(e) => Some(encode_key(e)),
+            RangeEnd::Unbounded => None,
+        };
+        let mut it = self.src.cursor(CF_INDEX, upper)?;
+        it.seek(&index_seek_at(&range.key, rev));
         while let Some(k) = it.key() {
             let (user, enc_len, krev) =
                 decode_index_key(k).ok_or_else(|| Error::Internal("bad index key".into()))?;
             if krev.main > rev {
                 // Versions newer than the read revision: jump to this key's newest version <= rev.
-                it.seek(index_seek_at(&user, rev));
+                it.seek(&index_seek_at(&user, rev));
                 continue;
             }
             let tomb = it.value() == Some(&[TOMBSTONE][..]);
@@ -267,7 +311,7 @@ impl Reader<'_> {
             // Skip older versions of the same key: one step usually reaches the next key.
             it.next();
             if matches!(it.key(), Some(n) if n.starts_with(&prefix)) {
-                it.seek(index_after_key(&user));
+                it.seek(&index_after_key(&user));
             }
         }
         it.status()?;
@@ -276,18 +320,14 @@ impl Reader<'_> {
 
     /// Fills in the values of `hits` from the kv column family.
     pub fn fetch(&self, hits: &mut [Hit]) -> Result<()> {
-        let cf = self.db.cf(CF_KV)?;
         let missing: Vec<usize> = (0..hits.len()).filter(|&i| hits[i].kv.is_none()).collect();
         if missing.is_empty() {
             return Ok(());
         }
         let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hits[i].rev.kv_key(false)).collect();
-        let values = self
-            .db
-            .raw()
-            .batched_multi_get_cf_opt(&cf, keys.iter(), false, &self.opts());
+        let values = self.src.multi_get(CF_KV, &keys)?;
         for (i, v) in missing.into_iter().zip(values) {
-            let v = v?.ok_or_else(|| {
+            let v = v.ok_or_else(|| {
                 Error::Internal(format!("index entry without value at {:?}", hits[i].rev))
             })?;
             hits[i].kv = Some(KeyValue::decode(v.as_ref())?);
@@ -297,12 +337,7 @@ impl Reader<'_> {
 
     /// The value stored at an exact revision.
     pub fn get_rev(&self, rev: Revision) -> Result<Option<KeyValue>> {
-        let cf = self.db.cf(CF_KV)?;
-        match self
-            .db
-            .raw()
-            .get_pinned_cf_opt(&cf, rev.kv_key(false), &self.opts())?
-        {
+        match self.src.get(CF_KV, &rev.kv_key(false))? {
             Some(v) => Ok(Some(KeyValue::decode(v.as_ref())?)),
             None => Ok(None),
         }

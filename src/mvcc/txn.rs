@@ -1,4 +1,5 @@
-//! Txn: validation before raft, compare evaluation, per-op checks and execution.
+//! Txn: compare evaluation, per-op checks and execution (the request's shape is checked before raft,
+//! in `api/validate.rs`).
 //!
 //! Execution follows etcd: every compare (nested ones included) is evaluated on the state as it was when
 //! the transaction started, which fixes the branch taken at every level (the "path"); then every op on
@@ -7,7 +8,6 @@
 //! transaction: all its changes share one main revision.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use super::store::{check_revision, range, KeyRange, KvRead};
 use super::write::KvWrite;
@@ -16,122 +16,9 @@ use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request,
     response_op::Response,
-    Compare, PutRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    Compare, PutRequest, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
-
-/// Validates a Txn before it is proposed (etcd's `checkTxnRequest` and `checkIntervals`).
-pub fn validate_txn(req: &TxnRequest, max_txn_ops: usize) -> Result<()> {
-    check_txn(req, max_txn_ops)?;
-    check_intervals(&req.success)?;
-    check_intervals(&req.failure)?;
-    Ok(())
-}
-
-/// Validates a Put before it is proposed.
-pub fn validate_put(req: &PutRequest) -> Result<()> {
-    if req.key.is_empty() {
-        return Err(Error::EmptyKey);
-    }
-    if req.ignore_value && !req.value.is_empty() {
-        return Err(Error::ValueProvided);
-    }
-    if req.ignore_lease && req.lease != 0 {
-        return Err(Error::LeaseProvided);
-    }
-    Ok(())
-}
-
-fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<()> {
-    let opc = req
-        .compare
-        .len()
-        .max(req.success.len())
-        .max(req.failure.len());
-    if opc > max_ops {
-        return Err(Error::TooManyOps);
-    }
-    if req.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(Error::EmptyKey);
-    }
-    for op in req.success.iter().chain(req.failure.iter()) {
-        match &op.request {
-            None => return Err(Error::KeyNotFound),
-            Some(Request::RequestRange(r)) if r.key.is_empty() => return Err(Error::EmptyKey),
-            Some(Request::RequestRange(_)) => {}
-            Some(Request::RequestPut(p)) => validate_put(p)?,
-            Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
-                return Err(Error::EmptyKey)
-            }
-            Some(Request::RequestDeleteRange(_)) => {}
-            Some(Request::RequestTxn(t)) => check_txn(t, max_ops - opc)?,
-        }
-    }
-    Ok(())
-}
-
-/// A half-open interval of keys deleted by a txn branch; `end == None` is a single key.
-struct Del {
-    key: Vec<u8>,
-    end: Option<Vec<u8>>,
-}
-
-impl Del {
-    fn covers(&self, k: &[u8]) -> bool {
-        match &self.end {
-            None => k == self.key.as_slice(),
-            Some(e) => k >= self.key.as_slice() && k < e.as_slice(),
-        }
-    }
-}
-
-/// etcd's duplicate-key rule: within one branch (nested txns included) no key is put twice and no put
-/// key lies in a deleted range; the two branches of one nested txn may put the same key.
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Del>)> {
-    let mut dels: Vec<Del> = Vec::new();
-    for op in ops {
-        if let Some(Request::RequestDeleteRange(d)) = &op.request {
-            dels.push(Del {
-                key: d.key.clone(),
-                end: (!d.range_end.is_empty()).then(|| d.range_end.clone()),
-            });
-        }
-    }
-    let mut puts: HashSet<Vec<u8>> = HashSet::new();
-    for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else {
-            continue;
-        };
-        let (puts_then, dels_then) = check_intervals(&t.success)?;
-        let (puts_else, dels_else) = check_intervals(&t.failure)?;
-        for k in &puts_then {
-            if puts.contains(k) || dels.iter().any(|d| d.covers(k)) {
-                return Err(Error::DuplicateKey);
-            }
-            puts.insert(k.clone());
-        }
-        for k in puts_else {
-            if puts.contains(&k) && !puts_then.contains(&k) {
-                return Err(Error::DuplicateKey);
-            }
-            if dels.iter().any(|d| d.covers(&k)) {
-                return Err(Error::DuplicateKey);
-            }
-            puts.insert(k);
-        }
-        dels.extend(dels_then);
-        dels.extend(dels_else);
-    }
-    for op in ops {
-        if let Some(Request::RequestPut(p)) = &op.request {
-            if puts.contains(&p.key) || dels.iter().any(|d| d.covers(&p.key)) {
-                return Err(Error::DuplicateKey);
-            }
-            puts.insert(p.key.clone());
-        }
-    }
-    Ok((puts, dels))
-}
 
 /// True when a txn has no write op on any branch (served like Range, without raft).
 pub fn is_read_only(req: &TxnRequest) -> bool {

@@ -16,14 +16,16 @@ use std::collections::{BTreeMap, HashMap};
 use prost::Message;
 
 use super::revision::{index_key, Revision, TOMBSTONE};
-use super::store::{Hit, KeyRange, KvRead, Reader, Store, META_COMPACT_REV, META_CURRENT_REV};
+use super::store::{
+    Hit, KeyRange, KvRead, Reader, Store, META_COMPACT_REV, META_CURRENT_REV, META_KEY_COUNT,
+};
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
 };
 use crate::proto::metastorepb::LeaseRecord;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
-use crate::storage::{encode_u64, CF_INDEX, CF_KV, CF_LEASE, CF_META};
+use crate::storage::{encode_u64, Batch, Db, CF_INDEX, CF_KV, CF_LEASE, CF_META};
 
 /// `lease` CF key of a lease record.
 pub fn lease_record_key(id: i64) -> Vec<u8> {
@@ -40,10 +42,9 @@ pub fn lease_attach_prefix(id: i64) -> Vec<u8> {
 }
 
 /// Keys attached to a lease in the database, in key order.
-pub fn attached_keys(db: &crate::storage::Db, id: i64) -> Result<Vec<Vec<u8>>> {
+pub fn attached_keys(db: &Db, id: i64) -> Result<Vec<Vec<u8>>> {
     let prefix = lease_attach_prefix(id);
-    let cf = db.cf(CF_LEASE)?;
-    let mut it = db.raw().raw_iterator_cf(&cf);
+    let mut it = db.cursor(CF_LEASE, None)?;
     it.seek(&prefix);
     let mut keys = Vec::new();
     while let Some(k) = it.key() {
@@ -58,10 +59,9 @@ pub fn attached_keys(db: &crate::storage::Db, id: i64) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Every lease record in the database.
-pub fn all_leases(db: &crate::storage::Db) -> Result<Vec<LeaseRecord>> {
-    let cf = db.cf(CF_LEASE)?;
-    let mut it = db.raw().raw_iterator_cf(&cf);
-    it.seek([b'r']);
+pub fn all_leases(db: &Db) -> Result<Vec<LeaseRecord>> {
+    let mut it = db.cursor(CF_LEASE, None)?;
+    it.seek(b"r");
     let mut out = Vec::new();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
         if k.first() != Some(&b'r') {
@@ -95,10 +95,10 @@ pub trait KvWrite: KvRead {
     fn lease_exists(&self, id: i64) -> Result<bool>;
 }
 
-/// One apply batch: a RocksDB write batch plus the overlay of its writes.
+/// One apply batch: an engine write batch plus the overlay of its writes.
 pub struct WriteBatch<'a> {
     store: &'a Store,
-    batch: rocksdb::WriteBatch,
+    batch: Batch,
     overlay: Overlay,
     /// Latest main revision, counting transactions already ended in this batch.
     rev: i64,
@@ -113,13 +113,18 @@ pub struct WriteBatch<'a> {
     leases: HashMap<i64, Option<LeaseRecord>>,
     /// Key attachments changed by this batch: (lease, key) -> attached.
     attachments: BTreeMap<(i64, Vec<u8>), bool>,
+    /// Live keys added (or, negative, removed) by this batch.
+    keys_delta: i64,
+    /// Put and DeleteRange operations applied by this batch (for the metrics).
+    puts: u64,
+    deletes: u64,
 }
 
 impl<'a> WriteBatch<'a> {
     pub fn new(store: &'a Store) -> WriteBatch<'a> {
         WriteBatch {
             store,
-            batch: rocksdb::WriteBatch::default(),
+            batch: Batch::new(),
             overlay: Overlay::new(),
             rev: store.current_revision(),
             sub: 0,
@@ -128,6 +133,9 @@ impl<'a> WriteBatch<'a> {
             compaction: None,
             leases: HashMap::new(),
             attachments: BTreeMap::new(),
+            keys_delta: 0,
+            puts: 0,
+            deletes: 0,
         }
     }
 
@@ -148,10 +156,8 @@ impl<'a> WriteBatch<'a> {
             return Err(Error::LeaseExists);
         }
         let rec = LeaseRecord { id, ttl };
-        let cf = self.store.db().cf(CF_LEASE)?;
         self.batch
-            .put_cf(&cf, lease_record_key(id), rec.encode_to_vec());
-        drop(cf);
+            .put(CF_LEASE, lease_record_key(id), rec.encode_to_vec());
         self.leases.insert(id, Some(rec));
         Ok(())
     }
@@ -185,35 +191,30 @@ impl<'a> WriteBatch<'a> {
             })?;
         }
         let rev = self.end_txn();
-        let cf = self.store.db().cf(CF_LEASE)?;
-        self.batch.delete_cf(&cf, lease_record_key(id));
-        drop(cf);
+        self.batch.delete(CF_LEASE, lease_record_key(id));
         self.leases.insert(id, None);
         Ok(rev)
     }
 
     fn attach(&mut self, lease: i64, key: &[u8], on: bool) -> Result<()> {
-        let cf = self.store.db().cf(CF_LEASE)?;
         let k = lease_attach_key(lease, key);
         if on {
-            self.batch.put_cf(&cf, k, []);
+            self.batch.put(CF_LEASE, k, Vec::new());
         } else {
-            self.batch.delete_cf(&cf, k);
+            self.batch.delete(CF_LEASE, k);
         }
-        drop(cf);
         self.attachments.insert((lease, key.to_vec()), on);
         Ok(())
     }
 
     fn reader(&self) -> Reader<'a> {
         Reader {
-            db: self.store.db(),
-            snap: None,
+            src: &**self.store.db(),
         }
     }
 
-    /// The raw batch, for other state written by apply in the same RocksDB write.
-    pub fn raw(&mut self) -> &mut rocksdb::WriteBatch {
+    /// The engine batch, for other state written by apply in the same write.
+    pub fn raw(&mut self) -> &mut Batch {
         &mut self.batch
     }
 
@@ -226,9 +227,8 @@ impl<'a> WriteBatch<'a> {
             return Err(Error::Compacted);
         }
         self.compact = req.revision;
-        let cf = self.store.db().cf(CF_META)?;
         self.batch
-            .put_cf(&cf, META_COMPACT_REV, encode_u64(req.revision as u64));
+            .put(CF_META, META_COMPACT_REV, encode_u64(req.revision as u64));
         self.compaction = Some(req.revision);
         Ok(self.current())
     }
@@ -236,16 +236,21 @@ impl<'a> WriteBatch<'a> {
     /// Writes the batch with the applied index (not synced: the raft log replays it) and publishes
     /// the new revisions. Returns the current revision.
     pub fn finish(mut self, meta: &[(&[u8], Vec<u8>)]) -> Result<(i64, Vec<Event>, Option<i64>)> {
-        let cf = self.store.db().cf(CF_META)?;
         self.batch
-            .put_cf(&cf, META_CURRENT_REV, encode_u64(self.rev as u64));
+            .put(CF_META, META_CURRENT_REV, encode_u64(self.rev as u64));
+        let keys = (self.store.metrics.keys.get() + self.keys_delta).max(0);
+        self.batch
+            .put(CF_META, META_KEY_COUNT, encode_u64(keys as u64));
         for (k, v) in meta {
-            self.batch.put_cf(&cf, k, v);
+            self.batch.put(CF_META, *k, v.as_slice());
         }
-        drop(cf);
         let started = std::time::Instant::now();
         self.store.db().write(self.batch, false)?;
-        crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
+        let m = &self.store.metrics;
+        m.backend_commit.observe(started.elapsed().as_secs_f64());
+        m.keys.set(keys);
+        m.put.inc_by(self.puts);
+        m.delete.inc_by(self.deletes);
         let mut cache = self.store.latest_cache();
         for (key, mut versions) in self.overlay {
             if let Some((_, kv)) = versions.pop() {
@@ -258,13 +263,10 @@ impl<'a> WriteBatch<'a> {
     }
 
     fn record(&mut self, key: &[u8], rev: Revision, kv: Option<KeyValue>) -> Result<()> {
-        let db = self.store.db();
-        let (kv_cf, index_cf) = (db.cf(CF_KV)?, db.cf(CF_INDEX)?);
         match &kv {
             Some(v) => {
-                self.batch
-                    .put_cf(&kv_cf, rev.kv_key(false), v.encode_to_vec());
-                self.batch.put_cf(&index_cf, index_key(key, rev), []);
+                self.batch.put(CF_KV, rev.kv_key(false), v.encode_to_vec());
+                self.batch.put(CF_INDEX, index_key(key, rev), Vec::new());
             }
             None => {
                 let tomb = KeyValue {
@@ -273,9 +275,8 @@ impl<'a> WriteBatch<'a> {
                     ..Default::default()
                 };
                 self.batch
-                    .put_cf(&kv_cf, rev.kv_key(true), tomb.encode_to_vec());
-                self.batch
-                    .put_cf(&index_cf, index_key(key, rev), [TOMBSTONE]);
+                    .put(CF_KV, rev.kv_key(true), tomb.encode_to_vec());
+                self.batch.put(CF_INDEX, index_key(key, rev), [TOMBSTONE]);
             }
         }
         self.overlay
@@ -393,6 +394,10 @@ impl KvWrite for WriteBatch<'_> {
             },
         };
         self.record(&req.key, rev, Some(kv.clone()))?;
+        self.puts += 1;
+        if prev.is_none() {
+            self.keys_delta += 1;
+        }
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         if old_lease != kv.lease {
             if old_lease != 0 {
@@ -434,6 +439,8 @@ impl KvWrite for WriteBatch<'_> {
             });
         }
         let deleted = hits.len() as i64;
+        self.deletes += 1;
+        self.keys_delta -= deleted;
         let prev_kvs = if req.prev_kv {
             hits.into_iter().filter_map(|h| h.kv).collect()
         } else {

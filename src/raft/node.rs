@@ -91,7 +91,6 @@ pub enum NodeMsg {
 }
 
 /// Live raft facts shared with the API layer.
-#[derive(Default)]
 pub struct RaftStatus {
     pub leader: AtomicU64,
     pub term: AtomicU64,
@@ -102,10 +101,28 @@ pub struct RaftStatus {
     /// This member is no longer in the configuration.
     pub removed: std::sync::atomic::AtomicBool,
     /// How many times this member saw a new leader (etcd's `etcd_server_leader_changes_seen_total`).
-    pub leader_changes: AtomicU64,
+    pub leader_changes: prometheus::IntCounter,
     /// When this member last became leader (None while it is not): leases set before that moment
     /// are extended by the new leader, leases set after it are not (see `Lessor::promote`).
     pub leading_since: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl Default for RaftStatus {
+    fn default() -> Self {
+        RaftStatus {
+            leader: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            commit: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            is_learner: Default::default(),
+            removed: Default::default(),
+            leader_changes: crate::metrics::counter(
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
+            leading_since: Default::default(),
+        }
+    }
 }
 
 impl RaftStatus {
@@ -439,7 +456,7 @@ impl Node {
     fn leader_changed(&self, before: u64, now: u64, term: u64) {
         let me = self.id;
         if now != 0 {
-            self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+            self.status.leader_changes.inc();
             tracing::info!("raft.node: {me:x} elected leader {now:x} at term {term}");
         } else {
             tracing::info!("raft.node: {me:x} lost leader {before:x} at term {term}");
@@ -526,11 +543,7 @@ impl Node {
         self.hand_to_apply(committed);
         // 5. Persist entries and hard state.
         let sync = rd.must_sync();
-        let started = std::time::Instant::now();
         self.storage.append(rd.entries(), rd.hs(), sync)?;
-        if sync {
-            crate::metrics::WAL_FSYNC.observe(started.elapsed());
-        }
         // 6. Messages that needed the persisted state.
         let msgs = rd.take_persisted_messages();
         self.send_messages(msgs);
@@ -574,7 +587,7 @@ mod tests {
 
     fn rig() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let log = crate::storage::Db::open_log(dir.path()).unwrap();
+        let log = crate::storage::Rocks::open_log(dir.path()).unwrap();
         let state = crate::storage::Db::open(dir.path()).unwrap();
         let storage = RaftStorage::open(log, state, dir.path().join("snap")).unwrap();
         storage.bootstrap(vec![1, 2]).unwrap();

@@ -22,8 +22,8 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{Error, Result};
 use crate::storage::{
-    decode_u64, encode_u64, Db, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, META_APPLIED_INDEX,
-    META_CONF_STATE,
+    decode_u64, encode_u64, Batch, Db, Read, Rocks, CF_META, CF_RAFT_LOG, CF_RAFT_STATE,
+    META_APPLIED_INDEX, META_CONF_STATE,
 };
 
 const HARD_STATE: &[u8] = b"hard_state";
@@ -110,12 +110,14 @@ struct Snapshots {
 #[derive(Clone)]
 pub struct RaftStorage {
     /// The raft log database.
-    db: Db,
+    db: Rocks,
     /// The state database (conf state, applied index, checkpoints for snapshots).
     state: Db,
     cache: Arc<RwLock<Cache>>,
     snaps: Arc<Mutex<Snapshots>>,
     snap_dir: PathBuf,
+    /// Durations of the log's synced writes (etcd's `etcd_disk_wal_fsync_duration_seconds`).
+    wal_fsync: prometheus::Histogram,
 }
 
 fn pb_err(e: protobuf::ProtobufError) -> Error {
@@ -128,7 +130,7 @@ fn to_raft(e: Error) -> raft::Error {
 
 impl RaftStorage {
     /// Loads the raft state from the log database `db` and the state database `state`.
-    pub fn open(db: Db, state: Db, snap_dir: PathBuf) -> Result<RaftStorage> {
+    pub fn open(db: Rocks, state: Db, snap_dir: PathBuf) -> Result<RaftStorage> {
         let mut c = Cache::default();
         if let Some(b) = db.get(CF_RAFT_STATE, HARD_STATE)? {
             c.hard = HardState::parse_from_bytes(&b).map_err(pb_err)?;
@@ -165,7 +167,16 @@ impl RaftStorage {
             cache: Arc::new(RwLock::new(c)),
             snaps: Arc::new(Mutex::new(Snapshots::default())),
             snap_dir,
+            wal_fsync: crate::metrics::disk_histogram(
+                "etcd_disk_wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+            ),
         })
+    }
+
+    /// The histogram of the log's synced writes (one per Ready that needs a sync).
+    pub fn wal_fsync(&self) -> &prometheus::Histogram {
+        &self.wal_fsync
     }
 
     /// Makes the log start after `index` (state up to it came from a snapshot, or the log was lost
@@ -187,7 +198,7 @@ impl RaftStorage {
         }
         b.put_cf(&state, HARD_STATE, hard.write_to_bytes().map_err(pb_err)?);
         drop((log, state));
-        self.db.write(b, true)?;
+        self.db.write_raw(b, true)?;
         let conf = match self.state.get(CF_META, META_CONF_STATE)? {
             Some(cs) => Some(ConfState::parse_from_bytes(&cs).map_err(pb_err)?),
             None => None,
@@ -276,8 +287,8 @@ impl RaftStorage {
         let dir = self.snap_dir.join(format!("checkpoint-{seq}"));
         let _ = std::fs::remove_dir_all(&dir);
         crate::storage::checkpoint::create(&self.state, &dir)?;
-        let cp = crate::storage::checkpoint::open(&dir)?;
-        let get = |cf: &str, k: &[u8]| crate::storage::checkpoint::get(&cp, cf, k);
+        let cp = crate::storage::checkpoint::open(&self.state, &dir)?;
+        let get = |cf: crate::storage::Cf, k: &[u8]| cp.get(cf, k);
         let index = get(crate::storage::CF_META, crate::storage::META_APPLIED_INDEX)?
             .map(|v| decode_u64(&v))
             .unwrap_or(0);
@@ -329,7 +340,7 @@ impl RaftStorage {
         meta.extend_from_slice(&encode_u64(1));
         b.put_cf(&cf, SNAPSHOT_META, meta);
         drop(cf);
-        self.db.write(b, true)?;
+        self.db.write_raw(b, true)?;
         let mut c = self.cache.write();
         c.conf = cs;
         c.hard = hs;
@@ -375,7 +386,11 @@ impl RaftStorage {
             b.put_cf(&state, HARD_STATE, hs.write_to_bytes().map_err(pb_err)?);
         }
         drop((log, state));
-        self.db.write(b, sync)?;
+        let started = std::time::Instant::now();
+        self.db.write_raw(b, sync)?;
+        if sync {
+            self.wal_fsync.observe(started.elapsed().as_secs_f64());
+        }
         let mut c = self.cache.write();
         if let Some(l) = entries.last() {
             c.push_tail(entries);
@@ -415,7 +430,7 @@ impl RaftStorage {
         meta.extend_from_slice(&encode_u64(term));
         b.put_cf(&state, SNAPSHOT_META, meta);
         drop((log, state));
-        self.db.write(b, true)?;
+        self.db.write_raw(b, true)?;
         let mut w = self.cache.write();
         w.snap_index = index;
         w.snap_term = term;
@@ -448,10 +463,12 @@ impl RaftStorage {
 
     /// Writes `cs` as the state database's conf state (synced); the cache is the caller's.
     fn write_conf_state(&self, cs: &ConfState) -> Result<()> {
-        let meta = self.state.cf(CF_META)?;
-        let mut b = rocksdb::WriteBatch::default();
-        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().map_err(pb_err)?);
-        drop(meta);
+        let mut b = Batch::new();
+        b.put(
+            CF_META,
+            META_CONF_STATE,
+            cs.write_to_bytes().map_err(pb_err)?,
+        );
         self.state.write(b, true)
     }
 
@@ -623,12 +640,10 @@ mod tests {
 
     /// The applied state at the bootstrap point (index 1) with configuration `cs`.
     fn set_conf(state: &Db, cs: &ConfState) {
-        let mut b = rocksdb::WriteBatch::default();
-        let meta = state.cf(CF_META).unwrap();
-        b.put_cf(&meta, META_CONF_STATE, cs.write_to_bytes().unwrap());
-        b.put_cf(&meta, crate::storage::META_APPLIED_INDEX, encode_u64(1));
-        b.put_cf(&meta, crate::storage::META_APPLIED_TERM, encode_u64(1));
-        drop(meta);
+        let mut b = Batch::new();
+        b.put(CF_META, META_CONF_STATE, cs.write_to_bytes().unwrap());
+        b.put(CF_META, crate::storage::META_APPLIED_INDEX, encode_u64(1));
+        b.put(CF_META, crate::storage::META_APPLIED_TERM, encode_u64(1));
         state.write(b, true).unwrap();
     }
 
@@ -637,7 +652,7 @@ mod tests {
     #[test]
     fn a_snapshot_goes_only_to_a_member_of_its_configuration() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Db::open_log(dir.path()).unwrap();
+        let log = Rocks::open_log(dir.path()).unwrap();
         let state = Db::open(dir.path()).unwrap();
         let s = RaftStorage::open(log, state.clone(), dir.path().join("snap")).unwrap();
         s.bootstrap(vec![1, 2, 3]).unwrap();
@@ -668,7 +683,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> RaftStorage {
-        let log = Db::open_log(dir).unwrap();
+        let log = Rocks::open_log(dir).unwrap();
         let state = Db::open(dir).unwrap();
         RaftStorage::open(log, state, dir.join("snap")).unwrap()
     }

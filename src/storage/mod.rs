@@ -11,17 +11,26 @@
 //! batch for somebody else's fdatasync). This module owns opening them and naming the column
 //! families; it knows nothing about what the values mean.
 //!
+//! The state reaches its database only through the [`Engine`] seam (`engine.rs`): [`Db`] is a shared
+//! handle on any engine, RocksDB (`rocks.rs`) or memory (`memory.rs`). The raft log is always RocksDB
+//! ([`Rocks`], used directly by `raft/storage.rs`).
+//!
 //! Invariant: every column family listed in [`STATE_DB_CFS`] / [`LOG_DB_CFS`] exists after
-//! [`Db::open`] / [`Db::open_log`].
+//! [`Db::open`] / [`Rocks::open_log`].
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub mod checkpoint;
+mod engine;
+mod memory;
+mod rocks;
 
-use rocksdb::{BoundColumnFamily, ColumnFamilyDescriptor, MultiThreaded, Options, WriteOptions};
+pub use engine::{Batch, Cf, Cursor, Engine, Op, Read};
+pub use memory::Memory;
+pub use rocks::Rocks;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Revision-keyed MVCC values (`mvccpb.KeyValue`), the event history.
 pub const CF_KV: &str = "kv";
@@ -54,159 +63,26 @@ pub const STATE_DB_CFS: &[&str] = &[CF_KV, CF_INDEX, CF_META, CF_MEMBERS, CF_LEA
 /// Column families of the raft log DB.
 pub const LOG_DB_CFS: &[&str] = &[CF_RAFT_LOG, CF_RAFT_STATE];
 
-type Inner = rocksdb::DBWithThreadMode<MultiThreaded>;
-
-/// A shared handle on one of the databases.
+/// A shared handle on the state database, whatever its engine.
 #[derive(Clone)]
-pub struct Db {
-    inner: Arc<Inner>,
-    cfs: &'static [&'static str],
-}
-
-/// A point-in-time view of the database.
-pub type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, Inner>;
+pub struct Db(Arc<dyn Engine>);
 
 impl Db {
-    /// Opens (or creates) the state database under the data dir `dir`.
+    /// Opens (or creates) the RocksDB state database under the data dir `dir`.
     pub fn open(dir: &Path) -> Result<Db> {
-        Db::open_at(&dir.join("rocksdb"), STATE_DB_CFS)
+        Ok(Db(Arc::new(Rocks::open_state(dir)?)))
     }
 
-    /// Opens (or creates) the raft log database under the data dir `dir`.
-    pub fn open_log(dir: &Path) -> Result<Db> {
-        Db::open_at(&dir.join("raft"), LOG_DB_CFS)
+    /// A fresh in-memory state database.
+    pub fn memory() -> Db {
+        Db(Arc::new(Memory::new()))
     }
+}
 
-    fn open_at(path: &Path, names: &'static [&'static str]) -> Result<Db> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| Error::Storage(format!("create {}: {e}", path.display())))?;
-        // A database with column families this build does not know (an older layout, which kept
-        // the raft log in the state database) is refused rather than half opened.
-        if let Ok(existing) = Inner::list_cf(&Options::default(), path) {
-            let unknown: Vec<&String> = existing
-                .iter()
-                .filter(|n| n.as_str() != "default" && !names.contains(&n.as_str()))
-                .collect();
-            if !unknown.is_empty() {
-                return Err(Error::Storage(format!(
-                    "{} has column families {unknown:?} that this version does not use: the data \
-                     dir was written by an older metastore with another layout (not migrated)",
-                    path.display()
-                )));
-            }
-        }
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_max_background_jobs(2);
-        opts.set_bytes_per_sync(1 << 20);
-        // Start writeback of the WAL as it grows, so that the occasional full sync (before the raft
-        // log is compacted) has little left to write and does not stall apply.
-        opts.set_wal_bytes_per_sync(1 << 20);
-        opts.set_keep_log_file_num(4);
-        // Bound what a restart replays: memtables holding old WAL data are flushed past this size.
-        opts.set_max_total_wal_size(128 << 20);
-        opts.set_max_log_file_size(16 << 20);
-        let cfs = names.iter().map(|name| {
-            let mut o = Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            if *name == CF_INDEX || *name == CF_KV {
-                let mut block = rocksdb::BlockBasedOptions::default();
-                block.set_bloom_filter(10.0, false);
-                o.set_block_based_table_factory(&block);
-            }
-            ColumnFamilyDescriptor::new(*name, o)
-        });
-        let inner = Inner::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Db {
-            inner: Arc::new(inner),
-            cfs: names,
-        })
-    }
-
-    /// The raw RocksDB handle.
-    pub fn raw(&self) -> &Inner {
-        &self.inner
-    }
-
-    /// A column family handle. All families exist after `open`, so a miss is an internal error.
-    pub fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
-        self.inner
-            .cf_handle(name)
-            .ok_or_else(|| Error::Internal(format!("missing column family {name}")))
-    }
-
-    /// Writes a batch; `sync` makes it durable before returning.
-    pub fn write(&self, batch: rocksdb::WriteBatch, sync: bool) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        self.inner.write_opt(batch, &wo)?;
-        Ok(())
-    }
-
-    /// Reads one value.
-    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let h = self.cf(cf)?;
-        Ok(self.inner.get_cf(&h, key)?)
-    }
-
-    /// Reads a big-endian u64 under a fixed name in a column family (0 when absent).
-    pub fn get_u64(&self, cf: &str, key: &[u8]) -> Result<u64> {
-        Ok(self.get(cf, key)?.map(|v| decode_u64(&v)).unwrap_or(0))
-    }
-
-    /// Makes every write so far durable (used before the raft log is truncated behind applied state).
-    pub fn sync_wal(&self) -> Result<()> {
-        self.inner.flush_wal(true)?;
-        Ok(())
-    }
-
-    /// Flushes every memtable to SST files (a clean stop: the next start replays no WAL).
-    pub fn flush_all(&self) -> Result<()> {
-        let mut fo = rocksdb::FlushOptions::default();
-        fo.set_wait(true);
-        for name in self.cfs {
-            let h = self.cf(name)?;
-            self.inner.flush_cf_opt(&h, &fo)?;
-        }
-        Ok(())
-    }
-
-    /// Approximate on-disk size of the database in bytes (SST files plus WAL-backed memtables).
-    pub fn size_bytes(&self) -> u64 {
-        self.sum_property("rocksdb.total-sst-files-size")
-            + self.sum_property("rocksdb.size-all-mem-tables")
-    }
-
-    /// Approximate size of live data in bytes.
-    pub fn size_in_use_bytes(&self) -> u64 {
-        self.sum_property("rocksdb.estimate-live-data-size")
-            + self.sum_property("rocksdb.cur-size-all-mem-tables")
-    }
-
-    /// etcd's defragment, in RocksDB's terms: flushes every column family's memtable and compacts
-    /// it to the bottom level, which drops deleted and overwritten data and gives its space back.
-    /// Blocking; writes go on meanwhile.
-    pub fn defragment(&self) -> Result<()> {
-        for name in self.cfs {
-            let Some(h) = self.inner.cf_handle(name) else {
-                continue;
-            };
-            self.inner
-                .flush_cf(&h)
-                .map_err(|e| Error::Storage(format!("flush {name}: {e}")))?;
-            self.inner
-                .compact_range_cf(&h, None::<&[u8]>, None::<&[u8]>);
-        }
-        Ok(())
-    }
-
-    fn sum_property(&self, prop: &str) -> u64 {
-        self.cfs
-            .iter()
-            .filter_map(|name| self.inner.cf_handle(name))
-            .filter_map(|h| self.inner.property_int_value_cf(&h, prop).ok().flatten())
-            .sum()
+impl std::ops::Deref for Db {
+    type Target = dyn Engine;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
 }
 
@@ -227,19 +103,92 @@ pub fn decode_u64(b: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_database_with_unknown_column_families_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        // The state database opened as if it were the log database: its families are unknown there.
-        drop(Db::open(dir.path()).unwrap());
-        std::fs::rename(dir.path().join("rocksdb"), dir.path().join("raft")).unwrap();
-        let err = Db::open_log(dir.path()).err().expect("refused");
-        assert!(
-            err.to_string().contains("written by an older metastore"),
-            "{err}"
+    /// What every engine must do, run against each.
+    fn conformance(db: &Db, dir: &Path) {
+        let mut b = Batch::new();
+        b.put(CF_KV, b"a".to_vec(), b"1".to_vec());
+        b.put(CF_KV, b"b".to_vec(), b"2".to_vec());
+        b.put(CF_KV, b"c".to_vec(), b"3".to_vec());
+        b.put(CF_META, b"n".to_vec(), encode_u64(7).to_vec());
+        db.write(b, true).unwrap();
+        assert_eq!(db.get(CF_KV, b"b").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(
+            db.get(CF_INDEX, b"b").unwrap(),
+            None,
+            "families are separate"
         );
-        // Each database reopens fine with its own families.
-        drop(Db::open(dir.path()).unwrap());
-        drop(Db::open_at(&dir.path().join("raft"), STATE_DB_CFS).unwrap());
+        assert_eq!(db.get_u64(CF_META, b"n").unwrap(), 7);
+        assert_eq!(db.get_u64(CF_META, b"absent").unwrap(), 0);
+        assert_eq!(
+            db.multi_get(CF_KV, &[b"c".to_vec(), b"x".to_vec(), b"a".to_vec()])
+                .unwrap(),
+            vec![Some(b"3".to_vec()), None, Some(b"1".to_vec())]
+        );
+
+        let snap = db.snapshot();
+        let mut b = Batch::new();
+        b.delete(CF_KV, b"a".to_vec());
+        b.put(CF_KV, b"b".to_vec(), b"20".to_vec());
+        db.write(b, false).unwrap();
+        let keys = |r: &dyn Read, from: &[u8], upper: Option<Vec<u8>>| {
+            let mut c = r.cursor(CF_KV, upper).unwrap();
+            c.seek(from);
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (c.key(), c.value()) {
+                out.push((k.to_vec(), v.to_vec()));
+                c.next();
+            }
+            c.status().unwrap();
+            out
+        };
+        let kv = |k: &[u8], v: &[u8]| (k.to_vec(), v.to_vec());
+        assert_eq!(
+            keys(&*snap, b"", None),
+            vec![kv(b"a", b"1"), kv(b"b", b"2"), kv(b"c", b"3")],
+            "a snapshot does not move"
+        );
+        assert_eq!(snap.get(CF_KV, b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            keys(&**db, b"", None),
+            vec![kv(b"b", b"20"), kv(b"c", b"3")]
+        );
+        assert_eq!(
+            keys(&**db, b"b\0", Some(b"c".to_vec())),
+            vec![],
+            "the upper bound is exclusive"
+        );
+        assert_eq!(keys(&**db, b"bb", None), vec![kv(b"c", b"3")]);
+        drop(snap);
+
+        let cp = dir.join("cp");
+        db.checkpoint(&cp).unwrap();
+        let mut b = Batch::new();
+        b.clear(CF_KV);
+        b.put(CF_KV, b"z".to_vec(), b"9".to_vec());
+        db.write(b, false).unwrap();
+        assert_eq!(keys(&**db, b"", None), vec![kv(b"z", b"9")]);
+        let opened = db.open_checkpoint(&cp).unwrap();
+        assert_eq!(
+            keys(&*opened, b"", None),
+            vec![kv(b"b", b"20"), kv(b"c", b"3")],
+            "a checkpoint holds the state it was made at"
+        );
+        assert_eq!(opened.get_u64(CF_META, b"n").unwrap(), 7);
+    }
+
+    #[test]
+    fn rocksdb_keeps_the_engine_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.name(), "rocksdb");
+        conformance(&db, dir.path());
+    }
+
+    #[test]
+    fn memory_keeps_the_engine_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::memory();
+        assert_eq!(db.name(), "memory");
+        conformance(&db, dir.path());
     }
 }

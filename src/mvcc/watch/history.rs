@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use prost::Message;
-use rocksdb::ReadOptions;
 
 use super::Filter;
 use crate::error::{Error, Result};
@@ -75,15 +74,9 @@ pub(crate) fn read_window(store: &Store, chosen: &[Chosen], to: i64) -> Result<W
                 compact,
             });
         };
-        let db = view.reader.db;
-        let cf = db.cf(CF_KV)?;
-        let mut opts = ReadOptions::default();
-        if let Some(s) = view.reader.snap {
-            opts.set_snapshot(s);
-        }
-        opts.set_iterate_upper_bound(Revision::new(to.saturating_add(1), 0).kv_key(false));
-        let mut it = db.raw().raw_iterator_cf_opt(&cf, opts);
-        it.seek(Revision::new(from, 0).kv_key(false));
+        let upper = Revision::new(to.saturating_add(1), 0).kv_key(false);
+        let mut it = view.reader.src.cursor(CF_KV, Some(upper))?;
+        it.seek(&Revision::new(from, 0).kv_key(false));
 
         let mut events: Vec<Arc<Event>> = Vec::new();
         let mut hi = to;

@@ -31,8 +31,14 @@
 
 mod group;
 mod history;
+// The same tests twice, once per storage engine (the file picks its engine by module name).
 #[cfg(test)]
+#[allow(clippy::duplicate_mod)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::duplicate_mod)]
+#[path = "tests.rs"]
+mod tests_on_memory;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

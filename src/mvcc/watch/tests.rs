@@ -1,5 +1,6 @@
-//! Unit tests of the watch hub on a temporary RocksDB: live dispatch, ids, catch-up from history,
-//! compaction cancels, victims, progress, snapshot jumps, and catch-up racing concurrent writes.
+//! Unit tests of the watch hub: live dispatch, ids, catch-up from history, compaction cancels,
+//! victims, progress, snapshot jumps, and catch-up racing concurrent writes. Included twice by
+//! `watch/mod.rs`: on a temporary RocksDB (`tests`) and on the memory engine (`tests_on_memory`).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,14 @@ use crate::mvcc::{KvWrite, WriteBatch};
 use crate::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::storage::Db;
 
+fn engine(dir: &std::path::Path) -> Db {
+    if module_path!().ends_with("_on_memory") {
+        Db::memory()
+    } else {
+        Db::open(dir).unwrap()
+    }
+}
+
 struct Env {
     _dir: tempfile::TempDir,
     store: Store,
@@ -17,7 +26,7 @@ struct Env {
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(Db::open(dir.path()).unwrap()).unwrap();
+    let store = Store::open(engine(dir.path())).unwrap();
     let hub = WatchHub::without_sync_thread(store.clone());
     Env {
         _dir: dir,
@@ -561,7 +570,7 @@ fn after_a_snapshot_jump_watchers_catch_up_from_the_new_store() {
 #[test]
 fn catch_up_races_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(Db::open(dir.path()).unwrap()).unwrap();
+    let store = Store::open(engine(dir.path())).unwrap();
     let hub = WatchHub::new(store.clone()).unwrap();
     let e = Env {
         _dir: dir,
