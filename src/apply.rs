@@ -37,8 +37,8 @@ use crate::proto::etcdserverpb::{
 use crate::proto::metastorepb::{
     internal_request::Request, member_change::Kind, InternalRequest, MemberChange, MemberRecord,
 };
+use crate::raft::network::Network;
 use crate::raft::propose::Wait;
-use crate::raft::transport::Transport;
 use crate::raft::{ApplyMsg, NodeMsg, RaftHandle};
 use crate::storage::{checkpoint, encode_u64, CF_META, META_ALARMS, META_CONF_STATE};
 
@@ -80,7 +80,7 @@ pub struct Applier {
     /// Told about every batch's events once they are visible, and about snapshot installs.
     pub watch_hub: WatchHub,
     pub raft: RaftHandle,
-    pub transport: Transport,
+    pub transport: Arc<dyn Network>,
     pub lessor: Arc<Lessor>,
     pub applied_tx: watch::Sender<u64>,
     pub snapshot_count: u64,
@@ -150,6 +150,10 @@ impl Applier {
             self.alarm_view.publish(&self.alarms);
             self.applied_tx.send_replace(index);
             self.raft.status.set_applied(index);
+            self.raft
+                .status
+                .installed_snapshot
+                .store(index, std::sync::atomic::Ordering::Release);
         }
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
@@ -549,13 +553,7 @@ mod tests {
             compactor: Compactor::start(db.clone()).unwrap(),
             watch_hub: WatchHub::new(store).unwrap(),
             raft,
-            transport: Transport::new(
-                9,
-                1,
-                rt.handle().clone(),
-                dir.path().join("snap"),
-                Default::default(),
-            ),
+            transport: Arc::new(crate::raft::network::MemNetwork::new().link(1, dir.path())),
             lessor: Arc::new(Lessor::load(&db).unwrap()),
             applied_tx: watch::channel(0).0,
             snapshot_count: 1_000_000,

@@ -676,7 +676,7 @@ fn semver_ok(v: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -686,7 +686,8 @@ mod tests {
         f: Flags,
     }
 
-    fn cfg(args: &[&str]) -> Result<Config, String> {
+    /// A configuration from etcd's flags, as the command line gives them.
+    pub(crate) fn cfg(args: &[&str]) -> Result<Config, String> {
         let mut v = vec!["metastore"];
         v.extend_from_slice(args);
         Config::from_flags(T::try_parse_from(v).map_err(|e| e.to_string())?.f)

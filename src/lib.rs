@@ -22,6 +22,9 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod tcpproxy;
+
+#[cfg(test)]
+mod in_process_tests;
 pub mod tls;
 
 use std::future::Future;

@@ -25,8 +25,9 @@ use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{ReadView, Store};
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::metastorepb::{
-    internal_request::Request, InternalRequest, MemberAttributes, MemberRecord,
+    internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, MembersResponse,
 };
+use crate::raft::network::{MemNetwork, Network};
 use crate::raft::propose::{IdGen, Wait};
 use crate::raft::transport::{fetch_members, Dialer, Transport};
 use crate::raft::{self as raftmod, NodeConfig, NodeMsg, RaftHandle, RaftStorage};
@@ -50,7 +51,10 @@ pub struct EtcdServer {
     pub compactor: Compactor,
     /// Watchers of this member's keyspace (fed by apply).
     pub watch_hub: WatchHub,
+    /// The gRPC peer transport: its dialer reaches the peers' Leader and Peer services.
     pub transport: Transport,
+    /// How raft reaches the peers (the gRPC transport, or an in-process network in tests).
+    pub network: Arc<dyn Network>,
     pub lessor: Arc<crate::lease::Lessor>,
     /// The applied alarms (for Status).
     pub alarms: crate::alarm::AlarmView,
@@ -76,6 +80,25 @@ impl EtcdServer {
         rt: tokio::runtime::Handle,
         dialer: Dialer,
     ) -> Result<Arc<EtcdServer>> {
+        EtcdServer::start_on(cfg, rt, dialer, None)
+    }
+
+    /// Starts a member whose raft talks to its peers over the in-process network `net` (unit tests
+    /// of several members in one process); a joining member learns the cluster from `net`.
+    pub fn start_in_process(
+        cfg: Config,
+        rt: tokio::runtime::Handle,
+        net: &MemNetwork,
+    ) -> Result<Arc<EtcdServer>> {
+        EtcdServer::start_on(cfg, rt, Dialer::default(), Some(net))
+    }
+
+    fn start_on(
+        cfg: Config,
+        rt: tokio::runtime::Handle,
+        dialer: Dialer,
+        memnet: Option<&MemNetwork>,
+    ) -> Result<Arc<EtcdServer>> {
         let db = Db::open(&cfg.data_dir)?;
         let log_db = Rocks::open_log(&cfg.data_dir)?;
         let snap_dir = cfg.data_dir.join("snap");
@@ -98,7 +121,13 @@ impl EtcdServer {
                 (m, c)
             }
             None if cfg.initial_cluster_state == ClusterState::Existing => {
-                join(&cfg, &db, &rt, &dialer)?
+                let resp = match memnet {
+                    Some(net) => net.members().ok_or_else(|| {
+                        Error::Internal("no member of the in-process cluster to join".into())
+                    })?,
+                    None => fetch_cluster(&cfg, &rt, &dialer)?,
+                };
+                join(&cfg, &db, resp)?
             }
             None => bootstrap(&cfg, &db, &raft_storage)?,
         };
@@ -111,12 +140,20 @@ impl EtcdServer {
                 "raft log restarted after the applied snapshot state"
             );
         }
-        let transport = Transport::new(cluster_id, member_id, rt, snap_dir, dialer);
+        let transport = Transport::new(cluster_id, member_id, rt, snap_dir.clone(), dialer);
+        let network: Arc<dyn Network> = match memnet {
+            Some(net) => {
+                let link = net.link(member_id, &snap_dir);
+                net.register_state(member_id, db.clone(), cluster_id);
+                Arc::new(link)
+            }
+            None => Arc::new(transport.clone()),
+        };
         let peers: Vec<(u64, Vec<String>)> = cluster::list_records(&db)?
             .into_iter()
             .map(|m| (m.id, m.peer_urls))
             .collect();
-        transport.set_peers(&peers);
+        network.set_peers(&peers);
         let conf = raft_storage.conf_state();
         let metrics = crate::metrics::Metrics::new();
         let store = Store::open(db.clone())?;
@@ -145,7 +182,7 @@ impl EtcdServer {
             Box::new(move |id, err| {
                 drop_waits.trigger(id, Err(err));
             }),
-            transport.clone(),
+            network.clone(),
         )?;
         metrics.register(&raft.status.leader_changes);
         raft.status.is_learner.store(
@@ -158,7 +195,7 @@ impl EtcdServer {
             compactor: compactor.clone(),
             watch_hub: watch_hub.clone(),
             raft: raft.clone(),
-            transport: transport.clone(),
+            transport: network.clone(),
             lessor: lessor.clone(),
             applied_tx,
             snapshot_count: cfg.snapshot_count,
@@ -182,6 +219,7 @@ impl EtcdServer {
             compactor,
             watch_hub,
             transport,
+            network,
             lessor,
             alarms: alarm_view,
             member_id,
@@ -601,10 +639,12 @@ fn bootstrap(cfg: &Config, db: &Db, raft_storage: &RaftStorage) -> Result<(u64, 
     Ok((member_id, cluster_id))
 }
 
-/// Joins an existing cluster: asks the members named in --initial-cluster for the cluster id and the
-/// member list, and finds this member (added before with MemberAdd) by its peer URLs. The state itself
-/// arrives as a snapshot from the leader.
-fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle, dialer: &Dialer) -> Result<(u64, u64)> {
+/// Asks the members named in --initial-cluster for the cluster id and the member list.
+fn fetch_cluster(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    dialer: &Dialer,
+) -> Result<MembersResponse> {
     let others: Vec<String> = cfg
         .initial_cluster
         .iter()
@@ -628,6 +668,12 @@ fn join(cfg: &Config, db: &Db, rt: &tokio::runtime::Handle, dialer: &Dialer) -> 
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    Ok(resp)
+}
+
+/// Joins an existing cluster described by `resp` (its id and members): finds this member (added
+/// before with MemberAdd) by its peer URLs. The state itself arrives as a snapshot from the leader.
+fn join(cfg: &Config, db: &Db, resp: MembersResponse) -> Result<(u64, u64)> {
     let mut want = cfg.initial_advertise_peer_urls.clone();
     want.sort();
     let me = resp

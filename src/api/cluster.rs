@@ -59,7 +59,7 @@ impl ClusterService {
         let active = voters
             .iter()
             .copied()
-            .filter(|&id| self.server.transport.is_active(id))
+            .filter(|&id| self.server.network.is_active(id))
             .collect();
         Ok((voters, active))
     }

@@ -5,7 +5,8 @@
 //!
 //! `/health` follows etcd 3.5: unhealthy (503) when an alarm is active (`?exclude=NOSPACE` ignores
 //! that one), when there is no leader (unless `?serializable=true`), or when a read fails (a
-//! linearizable one unless `?serializable=true`); the body is `{"health":"true|false","reason":"..."}`.
+//! linearizable one unless `?serializable=true`); the body is `{"health":"true|false","reason":"..."}`
+//! (`{"health":"true|false"}` when answering as etcd 3.4, `METASTORE_ETCD_VERSION=3.4.x`).
 //! `/livez` checks that a local read is served, `/readyz` also that no CORRUPT alarm is active, that
 //! there is a leader and that a linearizable read completes; both answer `ok` or 503 with the failed check. `/metrics` is
 //! Prometheus text of the member's registry (`metrics.rs`): a set of etcd's metrics (leader, leader
@@ -185,11 +186,15 @@ async fn check_read(s: &EtcdServer, linearizable: bool) -> Result<(), String> {
 async fn health(s: &EtcdServer, query: &str) -> Response {
     let excluded: Vec<&str> = query_values(query, "exclude").collect();
     let serializable = query_values(query, "serializable").any(|v| v == "true");
+    // etcd 3.4's body has no reason (3.5 added it); the version we answer as decides.
+    let with_reason = !s.cfg.etcd_version.starts_with("3.4.");
     let unhealthy = |reason: String| {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"health": "false", "reason": reason}).to_string(),
-        )
+        let body = if with_reason {
+            serde_json::json!({"health": "false", "reason": reason})
+        } else {
+            serde_json::json!({"health": "false"})
+        };
+        json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
     };
     for a in s.alarms.get() {
         let name = alarm_name(a.alarm);
@@ -203,7 +208,12 @@ async fn health(s: &EtcdServer, query: &str) -> Response {
     if let Err(e) = check_read(s, !serializable).await {
         return unhealthy(format!("RANGE ERROR:{e}"));
     }
-    json(StatusCode::OK, r#"{"health":"true","reason":""}"#.into())
+    let healthy = if with_reason {
+        r#"{"health":"true","reason":""}"#
+    } else {
+        r#"{"health":"true"}"#
+    };
+    json(StatusCode::OK, healthy.into())
 }
 
 async fn probe(s: &EtcdServer, ready: bool) -> Response {

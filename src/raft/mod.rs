@@ -1,7 +1,9 @@
-//! Consensus: the raft-rs node, its RocksDB-backed log, and the proposal wait registry.
+//! Consensus: the raft-rs node, its RocksDB-backed log, the proposal wait registry, and the network
+//! seam to the peers (`network.rs`: gRPC `transport.rs`, or in-process for tests).
 //!
 //! This layer moves opaque entries; it knows nothing of keys, revisions or requests.
 
+pub mod network;
 pub mod node;
 pub mod propose;
 pub mod storage;

@@ -21,8 +21,8 @@ use raft::eraftpb::{ConfChangeV2, ConfState, Entry, Message, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
+use super::network::Network;
 use super::storage::RaftStorage;
-use super::transport::Transport;
 use crate::error::{Error, Result};
 
 /// What the node thread hands to the apply thread, in log order.
@@ -102,6 +102,8 @@ pub struct RaftStatus {
     pub removed: std::sync::atomic::AtomicBool,
     /// How many times this member saw a new leader (etcd's `etcd_server_leader_changes_seen_total`).
     pub leader_changes: prometheus::IntCounter,
+    /// The index of the last snapshot from the leader that apply installed (0: none yet).
+    pub installed_snapshot: AtomicU64,
     /// When this member last became leader (None while it is not): leases set before that moment
     /// are extended by the new leader, leases set after it are not (see `Lessor::promote`).
     pub leading_since: parking_lot::Mutex<Option<Instant>>,
@@ -121,6 +123,7 @@ impl Default for RaftStatus {
                 "The number of leader changes seen.",
             ),
             leading_since: Default::default(),
+            installed_snapshot: AtomicU64::new(0),
         }
     }
 }
@@ -197,7 +200,7 @@ struct Node {
     status: Arc<RaftStatus>,
     apply_tx: mpsc::Sender<ApplyMsg>,
     on_drop: DropFn,
-    transport: Transport,
+    transport: Arc<dyn Network>,
     id: u64,
     pending_reads: Vec<ReadWaiter>,
     /// Messages that arrived while a snapshot install was waited for, handled at the next turn.
@@ -213,7 +216,7 @@ pub fn start(
     logger: &slog::Logger,
     apply_tx: mpsc::Sender<ApplyMsg>,
     on_drop: DropFn,
-    transport: Transport,
+    transport: Arc<dyn Network>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>)> {
     let rc = raft::Config {
         id: cfg.id,
@@ -595,13 +598,13 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let transport = Transport::new(
+        let transport = Arc::new(crate::raft::transport::Transport::new(
             9,
             1,
             rt.handle().clone(),
             dir.path().join("snap"),
             Default::default(),
-        );
+        ));
         let (apply_tx, apply_rx) = mpsc::channel();
         let cfg = NodeConfig {
             id: 1,

@@ -61,6 +61,21 @@ struct Inner {
     dialer: Dialer,
 }
 
+impl super::network::Network for Transport {
+    fn set_node(&self, sink: NodeSink) {
+        Transport::set_node(self, sink)
+    }
+    fn send(&self, msgs: Vec<Message>) {
+        Transport::send(self, msgs)
+    }
+    fn set_peers(&self, members: &[(u64, Vec<String>)]) {
+        Transport::set_peers(self, members)
+    }
+    fn is_active(&self, id: u64) -> bool {
+        Transport::is_active(self, id)
+    }
+}
+
 impl Transport {
     pub fn new(
         cluster_id: u64,
