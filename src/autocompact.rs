@@ -161,12 +161,12 @@ async fn compact(server: &EtcdServer, rev: i64, mode: &str) -> bool {
 
 /// Runs the policy until `stop` turns true.
 pub async fn run(server: Arc<EtcdServer>, policy: Policy, mut stop: watch::Receiver<bool>) {
-    let is_leader = |s: &EtcdServer| s.raft.status.leader() == s.member_id;
+    let is_leader = |s: &EtcdServer| s.raft().status.leader() == s.member_id();
     match policy {
         Policy::Periodic(period) => {
             let mut p = Periodic::new(period, Instant::now());
             loop {
-                p.sample(server.store.current_revision());
+                p.sample(server.store().current_revision());
                 tokio::select! {
                     _ = tokio::time::sleep(p.retry_interval()) => {}
                     _ = stop.wait_for(|&s| s) => return,
@@ -192,7 +192,7 @@ pub async fn run(server: Arc<EtcdServer>, policy: Policy, mut stop: watch::Recei
                 if !is_leader(&server) {
                     continue;
                 }
-                let Some(rev) = revision_due(server.store.current_revision(), retention, prev)
+                let Some(rev) = revision_due(server.store().current_revision(), retention, prev)
                 else {
                     continue;
                 };

@@ -25,10 +25,10 @@ pub fn local_hash(store: &Store, revision: i64) -> Result<(u32, i64)> {
 
 /// Compares this member's hash with its peers'; an error when a peer proves the data differs.
 pub async fn initial_check(server: &EtcdServer, timeout: Duration) -> Result<()> {
-    let me = format!("{:x}", server.member_id);
+    let me = format!("{:x}", server.member_id());
     tracing::info!(local_member_id = %me, "starting initial corruption check");
-    let rev = server.store.current_revision();
-    let store = server.store.clone();
+    let rev = server.store().current_revision();
+    let store = server.store().clone();
     let (hash, compact) = tokio::task::spawn_blocking(move || local_hash(&store, rev))
         .await
         .map_err(|e| Error::Internal(format!("hash task: {e}")))?
@@ -37,12 +37,12 @@ pub async fn initial_check(server: &EtcdServer, timeout: Duration) -> Result<()>
         .blocking(crate::cluster::list_records)
         .await?
         .into_iter()
-        .filter(|m| m.id != server.member_id);
+        .filter(|m| m.id != server.member_id());
     let mut mismatches = 0;
     for p in peers {
         let peer = format!("{:x}", p.id);
         match crate::raft::transport::fetch_hash_kv(
-            server.transport.dialer(),
+            server.transport().dialer(),
             &p.peer_urls,
             rev,
             timeout,

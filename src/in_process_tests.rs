@@ -78,9 +78,9 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn leader_of(ms: &[Arc<EtcdServer>]) -> Option<Arc<EtcdServer>> {
-    let l = ms[0].raft.status.leader();
-    (l != 0 && ms.iter().all(|m| m.raft.status.leader() == l))
-        .then(|| ms.iter().find(|m| m.member_id == l).cloned())
+    let l = ms[0].raft().status.leader();
+    (l != 0 && ms.iter().all(|m| m.raft().status.leader() == l))
+        .then(|| ms.iter().find(|m| m.member_id() == l).cloned())
         .flatten()
 }
 
@@ -114,7 +114,7 @@ async fn keys(m: &EtcdServer) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
 /// The index of the last snapshot member `m` installed, if any.
 fn received_snapshot(m: &EtcdServer) -> Option<u64> {
     let i = m
-        .raft
+        .raft()
         .status
         .installed_snapshot
         .load(std::sync::atomic::Ordering::Acquire);
@@ -134,39 +134,36 @@ async fn three_members_replicate_catch_up_by_snapshot_and_take_a_conf_change_beh
     for i in 0..10 {
         put(&leader, &format!("k{i:02}"), "v").await;
     }
-    let rev = leader.store.current_revision();
+    let rev = leader.store().current_revision();
     assert_eq!(rev, 11);
     until("every member at the leader's revision", || {
-        ms.iter().all(|m| m.store.current_revision() == rev)
+        ms.iter().all(|m| m.store().current_revision() == rev)
     })
     .await;
 
     // A follower cut off while the leader's log moves on (and is compacted) catches up by snapshot.
     let behind = ms
         .iter()
-        .find(|m| m.member_id != leader.member_id)
+        .find(|m| m.member_id() != leader.member_id())
         .unwrap()
         .clone();
-    net.isolate(behind.member_id, true);
+    net.isolate(behind.member_id(), true);
     for i in 10..70 {
         put(&leader, &format!("k{i:02}"), "w").await;
     }
     assert_eq!(
-        behind.store.current_revision(),
+        behind.store().current_revision(),
         rev,
         "cut off, it saw nothing"
     );
     assert_eq!(received_snapshot(&behind), None);
-    net.isolate(behind.member_id, false);
-    let rev = leader.store.current_revision();
-    until("the cut-off member to catch up", || {
-        behind.store.current_revision() == rev
+    net.isolate(behind.member_id(), false);
+    let rev = leader.store().current_revision();
+    // The leader's log has moved past it: it catches up by installing a snapshot.
+    until("the cut-off member to catch up by snapshot", || {
+        behind.store().current_revision() == rev && received_snapshot(&behind).is_some()
     })
     .await;
-    assert!(
-        received_snapshot(&behind).is_some(),
-        "the log had moved past it: it needs a snapshot"
-    );
     assert_eq!(keys(&behind).await, keys(&leader).await);
     assert_eq!(keys(&behind).await.len(), 70);
 
@@ -187,8 +184,8 @@ async fn three_members_replicate_catch_up_by_snapshot_and_take_a_conf_change_beh
         .unwrap();
     assert!(matches!(r, Applied::Member), "{r:?}");
     let m4 = start(&net, dir.path(), 4, &[1, 2, 3, 4], "existing").await;
-    assert_eq!(m4.member_id, id4);
-    assert_eq!(m4.cluster_id, leader.cluster_id);
+    assert_eq!(m4.member_id(), id4);
+    assert_eq!(m4.cluster_id(), leader.cluster_id());
     // The leader's log does not go back to index 1: it sends the new member a checkpoint, which
     // the network holds back.
     until("a snapshot for the new member", || {
@@ -210,12 +207,17 @@ async fn three_members_replicate_catch_up_by_snapshot_and_take_a_conf_change_beh
     for i in 70..75 {
         put(&leader, &format!("k{i:02}"), "x").await;
     }
-    assert_eq!(m4.store.current_revision(), 1, "nothing reached it yet");
+    assert_eq!(m4.store().current_revision(), 1, "nothing reached it yet");
     net.release_snapshots(id4);
-    let rev = leader.store.current_revision();
-    until("the new member to catch up and be promoted", || {
-        m4.store.current_revision() == rev && !m4.raft.status.is_learner()
-    })
+    let rev = leader.store().current_revision();
+    until(
+        "the new member to catch up from a snapshot and be promoted",
+        || {
+            m4.store().current_revision() == rev
+                && !m4.raft().status.is_learner()
+                && received_snapshot(&m4).is_some()
+        },
+    )
     .await;
     let snap = received_snapshot(&m4).expect("the new member started from a snapshot");
     assert!(
@@ -225,7 +227,7 @@ async fn three_members_replicate_catch_up_by_snapshot_and_take_a_conf_change_beh
     assert_eq!(keys(&m4).await, keys(&leader).await);
     ms.push(m4);
     let members = |m: &EtcdServer| {
-        let mut r = crate::cluster::list_records(&m.db).unwrap();
+        let mut r = crate::cluster::list_records(m.db()).unwrap();
         r.iter_mut().for_each(|m| m.client_urls.clear());
         r
     };
@@ -242,10 +244,10 @@ async fn three_members_replicate_catch_up_by_snapshot_and_take_a_conf_change_beh
     // the new member acknowledges it as a voter.
     for m in ms
         .iter()
-        .filter(|m| m.member_id != leader.member_id)
+        .filter(|m| m.member_id() != leader.member_id())
         .take(1)
     {
-        net.isolate(m.member_id, true);
+        net.isolate(m.member_id(), true);
     }
     put(&leader, "k99", "quorum of three out of four").await;
 

@@ -54,8 +54,8 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         peer_tls,
         stop_rx.clone(),
     ));
-    if server.cfg.initial_corrupt_check {
-        let timeout = server.cfg.request_timeout();
+    if server.cfg().initial_corrupt_check {
+        let timeout = server.cfg().request_timeout();
         if let Err(e) = corrupt::initial_check(&server, timeout).await {
             let _ = stop_tx.send(true);
             let _ = finish_within(peers, SHUTDOWN_GRACE).await;
@@ -83,7 +83,7 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
         return Ok(());
     }
     let mut expiry = tokio::spawn(server.clone().run_lease_expiry(stop_rx.clone()));
-    if let Some(policy) = server.cfg.auto_compaction {
+    if let Some(policy) = server.cfg().auto_compaction {
         tokio::spawn(autocompact::run(server.clone(), policy, stop_rx.clone()));
     }
     let metrics = tokio::spawn(api::serve_metrics(
@@ -94,9 +94,9 @@ pub async fn run(cfg: config::Config, shutdown: impl Future<Output = ()>) -> err
     ));
     let serving = tokio::spawn(api::serve(server.clone(), listeners, client_tls, stop_rx));
     tracing::info!(
-        name = %server.cfg.name,
-        member_id = %format!("{:x}", server.member_id),
-        cluster_id = %format!("{:x}", server.cluster_id),
+        name = %server.cfg().name,
+        member_id = %format!("{:x}", server.member_id()),
+        cluster_id = %format!("{:x}", server.cluster_id()),
         "ready to serve client requests"
     );
     tokio::select! {
@@ -174,7 +174,7 @@ async fn finish_within<T>(
 }
 
 async fn wait_removed(server: &server::EtcdServer) {
-    while !server.raft.status.removed() {
+    while !server.raft().status.removed() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

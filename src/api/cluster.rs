@@ -59,7 +59,7 @@ impl ClusterService {
         let active = voters
             .iter()
             .copied()
-            .filter(|&id| self.server.network.is_active(id))
+            .filter(|&id| self.server.network().is_active(id))
             .collect();
         Ok((voters, active))
     }
@@ -85,7 +85,7 @@ impl Cluster for ClusterService {
         if r.is_learner && records.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
             return Err(Error::TooManyLearners.into());
         }
-        if !r.is_learner && s.cfg.strict_reconfig_check {
+        if !r.is_learner && s.cfg().strict_reconfig_check {
             let (voters, active) = self.active().await?;
             let members = voters.len() + 1;
             // etcd lets a one-member cluster grow to two (the way a restored member is given
@@ -99,7 +99,7 @@ impl Cluster for ClusterService {
             }
         }
         let record = MemberRecord {
-            id: new_member_id(&r.peer_ur_ls, &s.cfg.initial_cluster_token),
+            id: new_member_id(&r.peer_ur_ls, &s.cfg().initial_cluster_token),
             name: String::new(),
             peer_urls: r.peer_ur_ls.clone(),
             client_urls: Vec::new(),
@@ -129,7 +129,7 @@ impl Cluster for ClusterService {
         let Some(m) = self.member(id).await? else {
             return Err(Error::MemberNotFound.into());
         };
-        if !m.is_learner && s.cfg.strict_reconfig_check {
+        if !m.is_learner && s.cfg().strict_reconfig_check {
             let (voters, active) = self.active().await?;
             let remaining = voters.len().saturating_sub(1);
             let active_after = active.iter().filter(|&&a| a != id).count();

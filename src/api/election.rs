@@ -167,7 +167,7 @@ impl Election for ElectionService {
         let prefix = prefix_of(&req.get_ref().name);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let mut revisions = s.store.revisions();
+            let mut revisions = s.store().revisions();
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
                 revisions.borrow_and_update();

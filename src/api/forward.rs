@@ -69,13 +69,13 @@ impl LeaderLink {
     /// How long one attempt may take before the leader is looked up again.
     fn attempt_timeout(&self) -> Duration {
         self.server
-            .cfg
+            .cfg()
             .election_timeout
             .max(Duration::from_millis(500))
     }
 
     async fn channel(&self) -> Result<LeaderClient<Channel>, Status> {
-        let leader = self.server.raft.status.leader();
+        let leader = self.server.raft().status.leader();
         if leader == 0 {
             return Err(Error::NoLeader.into());
         }
@@ -84,13 +84,13 @@ impl LeaderLink {
                 return Ok(LeaderClient::new(ch.clone()));
             }
         }
-        let urls = crate::cluster::get_member(&self.server.db, leader)
+        let urls = crate::cluster::get_member(self.server.db(), leader)
             .map_err(Status::from)?
             .map(|m| m.peer_urls)
             .unwrap_or_default();
         let ch = tokio::time::timeout(
             self.attempt_timeout(),
-            self.server.transport.dialer().channel(&urls),
+            self.server.transport().dialer().channel(&urls),
         )
         .await
         .ok()
@@ -103,7 +103,7 @@ impl LeaderLink {
     /// Waits a heartbeat before the next attempt, or fails once `deadline` is near.
     async fn pause(&self, deadline: Instant) -> Result<(), Status> {
         *self.cached.lock() = None;
-        let pause = self.server.cfg.heartbeat;
+        let pause = self.server.cfg().heartbeat;
         if Instant::now() + pause >= deadline {
             return Err(Error::Timeout.into());
         }
@@ -119,10 +119,10 @@ impl LeaderLink {
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let s = &self.server;
-        let deadline = Instant::now() + s.cfg.request_timeout();
+        let deadline = Instant::now() + s.cfg().request_timeout();
         loop {
-            let leader = s.raft.status.leader();
-            if leader == s.member_id {
+            let leader = s.raft().status.leader();
+            if leader == s.member_id() {
                 return Ok(None);
             }
             if leader != 0 {

@@ -200,7 +200,7 @@ pub fn add_routes(router: &mut axum::Router, server: Arc<EtcdServer>, streams: S
     let lock = Arc::new(lock::LockService {
         server: server.clone(),
     });
-    let limit = (body_limit(server.cfg.max_recv_bytes()), streams);
+    let limit = (body_limit(server.cfg().max_recv_bytes()), streams);
     let election = Arc::new(super::election::ElectionService { server });
     let auth = Arc::new(NotServed);
 

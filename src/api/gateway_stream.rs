@@ -274,7 +274,7 @@ pub fn add_routes(
     shutdown: tokio::sync::watch::Receiver<bool>,
     streams: super::gateway::StreamLimit,
 ) {
-    let limit = super::gateway::body_limit(server.cfg.max_recv_bytes());
+    let limit = super::gateway::body_limit(server.cfg().max_recv_bytes());
     let watch = Arc::new(watch_service::WatchService::new(server.clone(), shutdown));
     let lease = Arc::new(lease::LeaseService::new(server));
     let watch = post(move |body: Body| {

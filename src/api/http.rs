@@ -101,16 +101,16 @@ async fn metrics(s: &EtcdServer) -> Response {
     let Ok((size, in_use)) = sizes else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "size unavailable\n").into_response();
     };
-    let st = &s.raft.status;
+    let st = &s.raft().status;
     let leader = st.leader();
-    let v = &s.cfg.etcd_version;
-    let g = &s.metrics.state;
+    let v = &s.cfg().etcd_version;
+    let g = &s.metrics().state;
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     g.has_leader.set(i64::from(leader != 0));
-    g.is_leader.set(i64::from(leader == s.member_id));
+    g.is_leader.set(i64::from(leader == s.member_id()));
     g.is_learner.set(i64::from(st.is_learner()));
     g.server_id
-        .with_label_values(&[&format!("{:x}", s.member_id)])
+        .with_label_values(&[&format!("{:x}", s.member_id())])
         .set(1);
     g.server_version.with_label_values(&[v.as_str()]).set(1);
     g.cluster_version
@@ -119,18 +119,18 @@ async fn metrics(s: &EtcdServer) -> Response {
     g.proposals_pending.set(int(s.proposals_pending() as u64));
     g.proposals_committed.set(int(st.commit()));
     g.proposals_applied.set(int(s.applied_index()));
-    g.quota_backend_bytes.set(int(s.cfg.quota_backend_bytes));
+    g.quota_backend_bytes.set(int(s.cfg().quota_backend_bytes));
     g.db_total_size.set(int(size));
     g.db_in_use.set(int(in_use));
-    g.current_revision.set(s.store.current_revision());
-    g.compact_revision.set(s.store.compact_revision());
+    g.current_revision.set(s.store().current_revision());
+    g.compact_revision.set(s.store().compact_revision());
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        s.metrics().render(),
     )
         .into_response()
 }
@@ -150,7 +150,7 @@ fn cluster_version(server_version: &str) -> String {
 }
 
 fn version(s: &EtcdServer) -> Response {
-    let v = &s.cfg.etcd_version;
+    let v = &s.cfg().etcd_version;
     json(
         StatusCode::OK,
         format!(
@@ -187,7 +187,7 @@ async fn health(s: &EtcdServer, query: &str) -> Response {
     let excluded: Vec<&str> = query_values(query, "exclude").collect();
     let serializable = query_values(query, "serializable").any(|v| v == "true");
     // etcd 3.4's body has no reason (3.5 added it); the version we answer as decides.
-    let with_reason = !s.cfg.etcd_version.starts_with("3.4.");
+    let with_reason = !s.cfg().etcd_version.starts_with("3.4.");
     let unhealthy = |reason: String| {
         let body = if with_reason {
             serde_json::json!({"health": "false", "reason": reason})
@@ -196,13 +196,13 @@ async fn health(s: &EtcdServer, query: &str) -> Response {
         };
         json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
     };
-    for a in s.alarms.get() {
+    for a in s.alarms().get() {
         let name = alarm_name(a.alarm);
         if !excluded.contains(&name.as_str()) {
             return unhealthy(format!("ALARM {name}"));
         }
     }
-    if !serializable && s.raft.status.leader() == 0 {
+    if !serializable && s.raft().status.leader() == 0 {
         return unhealthy("RAFT NO LEADER".into());
     }
     if let Err(e) = check_read(s, !serializable).await {
@@ -230,14 +230,14 @@ async fn probe(s: &EtcdServer, ready: bool) -> Response {
     }
     if ready {
         let corrupt = s
-            .alarms
+            .alarms()
             .get()
             .iter()
             .any(|a| a.alarm == crate::proto::etcdserverpb::AlarmType::Corrupt as i32);
         if corrupt {
             return failed("data_corruption", "alarm activated".into());
         }
-        if s.raft.status.leader() == 0 {
+        if s.raft().status.leader() == 0 {
             return failed("leader", "no leader".into());
         }
         if let Err(e) = check_read(s, true).await {

@@ -35,7 +35,7 @@ pub(crate) async fn do_range(s: &EtcdServer, r: RangeRequest) -> Result<RangeRes
 
 /// Txn as a client sees it: validated, read-only ones served without raft, header filled.
 pub(crate) async fn do_txn(s: &EtcdServer, r: TxnRequest) -> Result<TxnResponse, Error> {
-    validate::txn(&r, s.cfg.max_txn_ops)?;
+    validate::txn(&r, s.cfg().max_txn_ops)?;
     let mut resp = if is_read_only(&r) {
         if !all_serializable(&r) {
             s.read_barrier().await?;
@@ -96,7 +96,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), req.get_ref().serializable)?;
         let r = req.into_inner();
-        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        validate::message_size(&r, s.cfg().max_recv_bytes())?;
         Ok(Response::new(do_range(s, r).await?))
     }
 
@@ -104,7 +104,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        validate::message_size(&r, s.cfg().max_recv_bytes())?;
         s.check_quota(crate::quota::put_cost(&r)).await?;
         validate::put(&r)?;
         match s.propose(Internal::Put(r)).await? {
@@ -124,7 +124,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        validate::message_size(&r, s.cfg().max_recv_bytes())?;
         Ok(Response::new(do_delete(s, r).await?))
     }
 
@@ -132,7 +132,7 @@ impl Kv for KvService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         let r = req.into_inner();
-        validate::message_size(&r, s.cfg.max_recv_bytes())?;
+        validate::message_size(&r, s.cfg().max_recv_bytes())?;
         s.check_quota(crate::quota::txn_cost(&r)).await?;
         Ok(Response::new(do_txn(s, r).await?))
     }
@@ -148,7 +148,7 @@ impl Kv for KvService {
         match s.propose(Internal::Compaction(r)).await? {
             Applied::Compact { resp, revision } => {
                 if physical {
-                    s.compactor.wait(revision).await;
+                    s.compactor().wait(revision).await;
                 }
                 let rev = resp.header.as_ref().map_or(0, |h| h.revision);
                 Ok(Response::new(CompactionResponse {

@@ -13,7 +13,7 @@ use super::forward::{is_forwarded, LeaderLink};
 
 use crate::apply::Applied;
 use crate::error::Error;
-use crate::mvcc::write::{all_leases, attached_keys};
+use crate::lease::records::{all_leases, attached_keys};
 use crate::proto::etcdserverpb::{
     lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
@@ -39,7 +39,7 @@ impl LeaseService {
     }
 
     fn is_leader(&self) -> bool {
-        self.server.raft.status.leader() == self.server.member_id
+        self.server.raft().status.leader() == self.server.member_id()
     }
 
     /// One keep-alive, renewed here on the leader or forwarded to it. A forwarded one that reached
@@ -65,16 +65,10 @@ impl LeaseService {
         {
             return Ok(r);
         }
-        let header = Some(s.header(s.store.current_revision()));
-        let ttl = s.lessor.renew(id).unwrap_or(0);
+        let header = Some(s.header(s.store().current_revision()));
+        let ttl = s.lessor().renew(id).unwrap_or(0);
         Ok(LeaseKeepAliveResponse { header, id, ttl })
     }
-}
-
-/// etcd's smallest TTL: 1.5 election timeouts, rounded up to whole seconds.
-fn min_ttl(s: &EtcdServer) -> i64 {
-    let ms = s.cfg.election_timeout.as_millis() as i64;
-    ((3 * ms / 2) + 999) / 1000
 }
 
 #[tonic::async_trait]
@@ -88,7 +82,7 @@ impl Lease for LeaseService {
         let mut r = req.into_inner();
         s.check_quota(crate::quota::LEASE_COST).await?;
         super::validate::lease_grant(&r)?;
-        r.ttl = r.ttl.max(min_ttl(s));
+        r.ttl = r.ttl.max(crate::lease::min_ttl(s.cfg().election_timeout));
         if r.id == 0 {
             r.id = (rand::random::<u64>() >> 1).max(1) as i64;
         }
@@ -161,8 +155,8 @@ impl Lease for LeaseService {
                 return Ok(resp);
             }
         }
-        let header = Some(s.header(s.store.current_revision()));
-        let Some((granted, left)) = s.lessor.remaining(r.id) else {
+        let header = Some(s.header(s.store().current_revision()));
+        let Some((granted, left)) = s.lessor().remaining(r.id) else {
             return Ok(Response::new(LeaseTimeToLiveResponse {
                 header,
                 id: r.id,
@@ -194,7 +188,7 @@ impl Lease for LeaseService {
         s.guard(req.metadata(), false)?;
         let recs = s.blocking(all_leases).await?;
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(s.header(s.store.current_revision())),
+            header: Some(s.header(s.store().current_revision())),
             leases: recs.into_iter().map(|r| LeaseStatus { id: r.id }).collect(),
         }))
     }

@@ -34,16 +34,16 @@ impl Maintenance for MaintenanceService {
         let (db_size, in_use) = s
             .blocking(|db| Ok((db.size_bytes(), db.size_in_use_bytes())))
             .await?;
-        let st = &s.raft.status;
+        let st = &s.raft().status;
         let leader = st.leader();
         let mut errors = Vec::new();
         if leader == 0 {
             errors.push(Error::NoLeader.to_string());
         }
-        errors.extend(s.alarms.get().iter().map(crate::alarm::describe));
+        errors.extend(s.alarms().get().iter().map(crate::alarm::describe));
         Ok(Response::new(StatusResponse {
-            header: Some(s.header(s.store.current_revision())),
-            version: s.cfg.etcd_version.clone(),
+            header: Some(s.header(s.store().current_revision())),
+            version: s.cfg().etcd_version.clone(),
             db_size: db_size as i64,
             leader,
             raft_index: st.commit(),
@@ -53,7 +53,7 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: in_use as i64,
             is_learner: st.is_learner(),
             storage_version: String::new(),
-            db_size_quota: s.cfg.quota_backend_bytes as i64,
+            db_size_quota: s.cfg().quota_backend_bytes as i64,
             downgrade_info: None,
         }))
     }
@@ -63,7 +63,7 @@ impl Maintenance for MaintenanceService {
         let s = &self.server;
         let hash = s.read(|v| hash_kv(v, v.current)).await?;
         Ok(Response::new(HashResponse {
-            header: Some(s.header(s.store.current_revision())),
+            header: Some(s.header(s.store().current_revision())),
             hash,
         }))
     }
@@ -82,7 +82,7 @@ impl Maintenance for MaintenanceService {
             })
             .await?;
         Ok(Response::new(HashKvResponse {
-            header: Some(s.header(s.store.current_revision())),
+            header: Some(s.header(s.store().current_revision())),
             hash,
             compact_revision: if compact == 0 { -1 } else { compact },
             hash_revision: rev,
@@ -106,10 +106,10 @@ impl Maintenance for MaintenanceService {
         {
             return Err(Error::BadLeaderTransferee.into());
         }
-        if target != s.member_id {
-            s.raft.send(NodeMsg::TransferLeader(target))?;
-            let deadline = tokio::time::Instant::now() + s.cfg.request_timeout();
-            while s.raft.status.leader() != target {
+        if target != s.member_id() {
+            s.raft().send(NodeMsg::TransferLeader(target))?;
+            let deadline = tokio::time::Instant::now() + s.cfg().request_timeout();
+            while s.raft().status.leader() != target {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(Error::LeaderTransferTimeout.into());
                 }
@@ -129,7 +129,7 @@ impl Maintenance for MaintenanceService {
         super::validate::alarm_type(r.alarm)?;
         match s.propose(Internal::Alarm(r)).await? {
             Applied::Alarm(mut r) => {
-                r.header = Some(s.header(s.store.current_revision()));
+                r.header = Some(s.header(s.store().current_revision()));
                 Ok(Response::new(r))
             }
             other => Err(Error::Internal(format!("unexpected {other:?}")).into()),
@@ -145,7 +145,7 @@ impl Maintenance for MaintenanceService {
         let s = &self.server;
         s.guard(req.metadata(), false)?;
         // One at a time: a second caller waits here, not on a blocking-pool thread.
-        let _one = s.defrag_lock.lock().await;
+        let _one = s.defrag_lock().lock().await;
         let started = std::time::Instant::now();
         s.blocking(|db| db.defragment()).await?;
         s.forget_backend_size();

@@ -130,16 +130,16 @@ pub async fn serve_peer(
     tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let db = server.db.clone();
+    let db = server.db().clone();
     let members: Arc<dyn Fn() -> Vec<crate::proto::metastorepb::MemberRecord> + Send + Sync> =
         Arc::new(move || crate::cluster::list_records(&db).unwrap_or_default());
-    let store = server.store.clone();
+    let store = server.store().clone();
     let hash_kv: Arc<dyn Fn(i64) -> Result<(u32, i64)> + Send + Sync> =
         Arc::new(move |rev| crate::corrupt::local_hash(&store, rev));
     let mut tasks = Vec::new();
     for b in listeners {
         let svc = PeerServer::new(PeerService {
-            transport: server.transport.clone(),
+            transport: server.transport().clone(),
             members: members.clone(),
             hash_kv: hash_kv.clone(),
         })
@@ -170,13 +170,13 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let limit = server.cfg.max_recv_bytes() + (16 << 20);
+    let limit = server.cfg().max_recv_bytes() + (16 << 20);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let counted =
-        grpc_metrics::GrpcMetricsLayer(Some(grpc_metrics::GrpcMetrics::new(&server.metrics)));
+        grpc_metrics::GrpcMetricsLayer(Some(grpc_metrics::GrpcMetrics::new(server.metrics())));
     let mut tasks = Vec::new();
     for b in listeners {
         let kv = KvServer::new(kv::KvService {
@@ -206,8 +206,8 @@ pub async fn serve(
                 server: server.clone(),
             }))
             .add_service(health.clone());
-        if server.cfg.enable_grpc_gateway {
-            let streams = gateway::StreamLimit::new(server.cfg.max_concurrent_streams);
+        if server.cfg().enable_grpc_gateway {
+            let streams = gateway::StreamLimit::new(server.cfg().max_concurrent_streams);
             gateway::add_routes(routes.axum_router_mut(), server.clone(), streams.clone());
             gateway_stream::add_routes(
                 routes.axum_router_mut(),
@@ -219,7 +219,7 @@ pub async fn serve(
         http::add_routes(routes.axum_router_mut(), server.clone());
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .max_concurrent_streams(server.cfg.max_concurrent_streams)
+            .max_concurrent_streams(server.cfg().max_concurrent_streams)
             .layer(counted.clone())
             .layer(deadline::DeadlineLayer)
             .add_routes(routes);

@@ -164,7 +164,7 @@ pub async fn wait_deletes(
     prefix: &[u8],
     max_create: i64,
 ) -> Result<ResponseHeader, Error> {
-    let mut revisions = s.store.revisions();
+    let mut revisions = s.store().revisions();
     loop {
         revisions.borrow_and_update();
         let r = do_range(

@@ -71,7 +71,7 @@ impl Watch for WatchService {
         let (out, out_rx) = mpsc::channel(OUT_BUF);
         let session = Session {
             server: self.server.clone(),
-            stream: self.server.watch_hub.open_stream(),
+            stream: self.server.watch_hub().open_stream(),
             out,
             shutdown: self.shutdown.clone(),
             opts: HashMap::new(),
@@ -110,7 +110,7 @@ impl Session {
     async fn run(mut self, inbound: Streaming<WatchRequest>, require_leader: bool) {
         let (req_tx, mut req_rx) = mpsc::channel(IN_BUF);
         let reader = tokio::spawn(read_requests(inbound, req_tx));
-        let period = self.server.cfg.watch_progress_notify_interval;
+        let period = self.server.cfg().watch_progress_notify_interval;
         // etcd adds up to 10 % jitter so that streams opened together do not tick together.
         let jitter_ms = (period.as_millis() as u64 / 10).max(1);
         let period = period + Duration::from_millis(rand::rng().random_range(0..jitter_ms));
@@ -118,7 +118,7 @@ impl Session {
         progress_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let election = self
             .server
-            .cfg
+            .cfg()
             .election_timeout
             .max(Duration::from_millis(10));
         let mut leader_tick = interval_at(Instant::now() + election, election);
@@ -150,7 +150,7 @@ impl Session {
                 },
                 _ = progress_tick.tick() => self.progress_tick(),
                 _ = leader_tick.tick(), if require_leader => {
-                    if self.server.raft.status.leader() == 0 {
+                    if self.server.raft().status.leader() == 0 {
                         leaderless += 1;
                         if leaderless >= LEADERLESS_TIMEOUTS {
                             break End::Fail(Error::NoLeader.into());
@@ -271,7 +271,7 @@ impl Session {
                     ..Default::default()
                 };
                 if fragment {
-                    let limit = self.server.cfg.max_recv_bytes();
+                    let limit = self.server.cfg().max_recv_bytes();
                     for part in fragments(resp, limit) {
                         self.send(part).await?;
                     }

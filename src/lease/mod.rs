@@ -1,7 +1,9 @@
-//! Leases: who expires them and when.
+//! Leases: their records, their TTL rules, who expires them and when.
 //!
-//! Lease records and key attachments are replicated state (written by apply, see `mvcc::write`). Expiry
-//! is not: every member keeps an expiry time per lease in memory, but only the leader acts on it, by
+//! `records` owns the `lease` column family (records and key attachments, replicated state written by
+//! apply through the MVCC write batch); `expiry` is the leader's expiry loop; this file keeps the
+//! in-memory expiry times ([`Lessor`]) and etcd's TTL bounds. Followers forward KeepAlive and
+//! TimeToLive to the leader (`api/forward.rs`). Expiry is not replicated: every member keeps an expiry time per lease in memory, but only the leader acts on it, by
 //! proposing a LeaseRevoke through the log, so the keys are deleted (and watchers see the deletes) on
 //! every member in the same revision. Keep-alives renew the expiry on the leader only.
 //!
@@ -15,11 +17,19 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::Result;
-use crate::mvcc::write::all_leases;
 use crate::storage::Db;
+
+pub mod expiry;
+pub mod records;
 
 /// etcd's largest lease TTL in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// etcd's smallest TTL: 1.5 election timeouts, rounded up to whole seconds.
+pub fn min_ttl(election_timeout: Duration) -> i64 {
+    let ms = election_timeout.as_millis() as i64;
+    ((3 * ms / 2) + 999) / 1000
+}
 
 struct Lease {
     ttl: i64,
@@ -50,16 +60,21 @@ fn after(secs: i64, extend: Duration) -> Instant {
 impl Lessor {
     /// Loads every lease from the database with a full TTL from now.
     pub fn load(db: &Db) -> Result<Lessor> {
-        let l = Lessor {
-            leases: Mutex::new(HashMap::new()),
-        };
+        let l = Lessor::empty();
         l.reload(db)?;
         Ok(l)
     }
 
+    /// No leases.
+    pub fn empty() -> Lessor {
+        Lessor {
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Replaces the bookkeeping with the database's leases (after a snapshot install).
     pub fn reload(&self, db: &Db) -> Result<()> {
-        let recs = all_leases(db)?;
+        let recs = records::all_leases(db)?;
         let mut m = self.leases.lock();
         m.clear();
         for r in recs {
@@ -123,6 +138,13 @@ impl Lessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_ttl_is_one_and_a_half_election_timeouts_in_whole_seconds() {
+        assert_eq!(min_ttl(Duration::from_millis(1000)), 2);
+        assert_eq!(min_ttl(Duration::from_millis(100)), 1);
+        assert_eq!(min_ttl(Duration::from_millis(2000)), 3);
+    }
 
     #[test]
     fn renew_promote_and_expire() {

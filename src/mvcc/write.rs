@@ -20,65 +20,13 @@ use super::store::{
     Hit, KeyRange, KvRead, Reader, Store, META_COMPACT_REV, META_CURRENT_REV, META_KEY_COUNT,
 };
 use crate::error::{Error, Result};
+use crate::lease::records;
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
 };
 use crate::proto::metastorepb::LeaseRecord;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
-use crate::storage::{encode_u64, Batch, Db, CF_INDEX, CF_KV, CF_LEASE, CF_META};
-
-/// `lease` CF key of a lease record.
-pub fn lease_record_key(id: i64) -> Vec<u8> {
-    let mut k = vec![b'r'];
-    k.extend_from_slice(&(id as u64).to_be_bytes());
-    k
-}
-
-/// `lease` CF key prefix of the keys attached to a lease.
-pub fn lease_attach_prefix(id: i64) -> Vec<u8> {
-    let mut k = vec![b'k'];
-    k.extend_from_slice(&(id as u64).to_be_bytes());
-    k
-}
-
-/// Keys attached to a lease in the database, in key order.
-pub fn attached_keys(db: &Db, id: i64) -> Result<Vec<Vec<u8>>> {
-    let prefix = lease_attach_prefix(id);
-    let mut it = db.cursor(CF_LEASE, None)?;
-    it.seek(&prefix);
-    let mut keys = Vec::new();
-    while let Some(k) = it.key() {
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        keys.push(k[prefix.len()..].to_vec());
-        it.next();
-    }
-    it.status()?;
-    Ok(keys)
-}
-
-/// Every lease record in the database.
-pub fn all_leases(db: &Db) -> Result<Vec<LeaseRecord>> {
-    let mut it = db.cursor(CF_LEASE, None)?;
-    it.seek(b"r");
-    let mut out = Vec::new();
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if k.first() != Some(&b'r') {
-            break;
-        }
-        out.push(LeaseRecord::decode(v)?);
-        it.next();
-    }
-    it.status()?;
-    Ok(out)
-}
-
-fn lease_attach_key(id: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = lease_attach_prefix(id);
-    k.extend_from_slice(key);
-    k
-}
+use crate::storage::{encode_u64, Batch, CF_INDEX, CF_KV, CF_META};
 
 /// Versions written by this batch: user key -> (revision, value or `None` for a tombstone), oldest first.
 type Overlay = BTreeMap<Vec<u8>, Vec<(Revision, Option<KeyValue>)>>;
@@ -144,10 +92,7 @@ impl<'a> WriteBatch<'a> {
         if let Some(l) = self.leases.get(&id) {
             return Ok(*l);
         }
-        match self.store.db().get(CF_LEASE, &lease_record_key(id))? {
-            Some(b) => Ok(Some(LeaseRecord::decode(b.as_slice())?)),
-            None => Ok(None),
-        }
+        records::get(self.store.db(), id)
     }
 
     /// Grants a lease (etcd's checks on the id; the TTL was settled before proposing).
@@ -156,8 +101,7 @@ impl<'a> WriteBatch<'a> {
             return Err(Error::LeaseExists);
         }
         let rec = LeaseRecord { id, ttl };
-        self.batch
-            .put(CF_LEASE, lease_record_key(id), rec.encode_to_vec());
+        records::put(&mut self.batch, &rec);
         self.leases.insert(id, Some(rec));
         Ok(())
     }
@@ -165,7 +109,9 @@ impl<'a> WriteBatch<'a> {
     /// Keys attached to a lease, in key order (including this batch's changes).
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
         let mut keys: std::collections::BTreeSet<Vec<u8>> =
-            attached_keys(self.store.db(), id)?.into_iter().collect();
+            records::attached_keys(self.store.db(), id)?
+                .into_iter()
+                .collect();
         for ((l, k), attached) in self.attachments.range((id, Vec::new())..) {
             if *l != id {
                 break;
@@ -191,18 +137,13 @@ impl<'a> WriteBatch<'a> {
             })?;
         }
         let rev = self.end_txn();
-        self.batch.delete(CF_LEASE, lease_record_key(id));
+        records::delete(&mut self.batch, id);
         self.leases.insert(id, None);
         Ok(rev)
     }
 
     fn attach(&mut self, lease: i64, key: &[u8], on: bool) -> Result<()> {
-        let k = lease_attach_key(lease, key);
-        if on {
-            self.batch.put(CF_LEASE, k, Vec::new());
-        } else {
-            self.batch.delete(CF_LEASE, k);
-        }
+        records::attach(&mut self.batch, lease, key, on);
         self.attachments.insert((lease, key.to_vec()), on);
         Ok(())
     }
