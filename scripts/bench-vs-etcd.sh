@@ -9,7 +9,8 @@
 #     --no-cluster    single member only (skip the 3-member rows)
 #     --no-footprint  skip RSS / data size / restart time with 1M keys
 # Environment: ETCD_BIN (default /usr/bin/etcd, installed from Debian's etcd-server if missing),
-# METASTORE_BIN (default: build the release binary), BENCH_DIR (work dir, default a temp dir).
+# METASTORE_BIN (default: build the release binary), BENCH_DIR (work dir, default a temp dir),
+# STEP_TIMEOUT (seconds any one benchmark or etcdctl step may take, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; cluster=1; footprint=1
@@ -67,14 +68,16 @@ start() {
 
 wait_ready() { # endpoint
   for _ in $(seq 1 300); do
-    if ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1; then return 0; fi
+    if ETCDCTL_API=3 timeout 10 etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   echo "server at $1 did not become healthy" >&2; return 1
 }
 
+# Every step is bounded, so that a stuck server or client fails the run instead of hanging it.
+STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 bench() { # endpoint args... -> JSON line
-  "$METASTORE_BIN" bench --endpoints "$1" "${@:2}" | tail -n 1
+  timeout "$STEP_TIMEOUT" "$METASTORE_BIN" bench --endpoints "$1" "${@:2}" | tail -n 1
 }
 
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
@@ -147,7 +150,7 @@ if ((footprint)); then
     if [[ $kind == etcd ]]; then start etcd e1 "${P[0]}" "${P[1]}" "e1=http://127.0.0.1:${P[1]}" "$dir"; epid=$started
     else start metastore m1 "${P[2]}" "${P[3]}" "m1=http://127.0.0.1:${P[3]}" "$dir"; mpid=$started; fi
     for _ in $(seq 1 600); do
-      if ETCDCTL_API=3 etcdctl --endpoints="$ep" get 00000001 >/dev/null 2>&1; then break; fi
+      if ETCDCTL_API=3 timeout 10 etcdctl --endpoints="$ep" get 00000001 >/dev/null 2>&1; then break; fi
       sleep 0.05
     done
     t1=$(date +%s.%N)
@@ -169,7 +172,7 @@ if ((cluster)); then
   done
   for i in 1 2 3; do wait_ready "127.0.0.1:${P[4 + i]}"; wait_ready "127.0.0.1:${P[12 + i]}"; done
   leader() { # endpoints -> the leader's endpoint
-    ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint status -w json |
+    ETCDCTL_API=3 timeout 30 etcdctl --endpoints="$1" endpoint status -w json |
       python3 -c "import json,sys; s=json.load(sys.stdin); print([x['Endpoint'] for x in s if x['Status']['leader']==x['Status']['header']['member_id']][0])"
   }
   EL=$(leader "$ee")

@@ -227,7 +227,9 @@ async fn bench_vs_etcd_script_produces_the_whole_table() {
     cmd.arg("--quick")
         .env("METASTORE_BIN", metastore_binary())
         .env("ETCD_BIN", etcd_binary())
-        .env("BENCH_DIR", work.path());
+        .env("BENCH_DIR", work.path())
+        // A stuck step fails the run (and says which) well before the test's own limit.
+        .env("STEP_TIMEOUT", "240");
     let out = run(cmd, None, Duration::from_secs(900)).await;
     out.assert_success();
     let rows: Vec<&str> = out

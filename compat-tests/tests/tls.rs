@@ -92,9 +92,10 @@ async fn a_cluster_with_peer_auto_tls_replicates_and_forwards_to_the_leader() {
         );
     }
     replicates_and_forwards(&c).await;
-    let log = c.members[0].log();
     assert!(
-        log.contains("TLS handshake refused"),
+        c.members[0]
+            .wait_for_log("TLS handshake refused", Duration::from_secs(10))
+            .await,
         "a plaintext peer is logged"
     );
     // The leader dies: the others elect a new one over peer TLS, and a keep-alive on a follower is
@@ -164,7 +165,11 @@ async fn peer_mutual_tls_refuses_certificates_of_another_ca() {
     let wrong_server = handshake(&addr, &other_ca.cert_file, Some(&stranger)).await;
     let e = wrong_server.expect_err("the member's certificate is not the other CA's");
     assert!(e.contains("UnknownIssuer"), "{e}");
-    assert!(c.members[1].log().contains("TLS handshake refused"));
+    assert!(
+        c.members[1]
+            .wait_for_log("TLS handshake refused", Duration::from_secs(10))
+            .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,12 +335,13 @@ async fn client_tls_with_client_cert_auth_serves_etcdctl_the_gateway_and_health(
         .await
         .expect_err("a not-yet-valid client certificate");
     assert!(e.contains("CertificateExpired"), "{e}");
-    let log = m.log();
-    assert!(log.contains("certificate expired"), "the server logs why");
-    assert!(
-        log.contains("certificate not valid yet"),
-        "the server logs why"
-    );
+    // The handshake task logs after the client saw the refusal: wait for the lines.
+    for why in ["certificate expired", "certificate not valid yet"] {
+        assert!(
+            m.wait_for_log(why, Duration::from_secs(10)).await,
+            "the server logs why: {why}"
+        );
+    }
     // The plain client URL keeps serving alongside.
     let plain = etcdctl(
         &m.endpoint(),
