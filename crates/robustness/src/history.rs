@@ -42,6 +42,18 @@ pub enum Response {
     Cas { succeeded: bool, revision: i64 },
 }
 
+impl Response {
+    /// The header revision it carried.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Response::Put { revision }
+            | Response::Get { revision, .. }
+            | Response::Delete { revision, .. }
+            | Response::Cas { revision, .. } => *revision,
+        }
+    }
+}
+
 /// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -90,5 +102,58 @@ impl History {
             call,
             ret,
         });
+    }
+}
+
+impl History {
+    /// Settles the writes whose outcome the client does not know, using what the watchers saw, as
+    /// etcd's robustness suite patches its histories. Every written value is unique, so a watch
+    /// event carrying it gives the write's revision: the write becomes determinate (its return time
+    /// stays unbounded). A Put or compare-and-swap whose value no watcher saw did not take effect
+    /// at or before `watched_to`, the last revision the watchers saw completely; when `watched_to`
+    /// is at least every revision a response returned, placing such a write after everything else
+    /// is always consistent, so it is left out. Deletes carry no value and stay indeterminate.
+    /// Returns how many operations were settled.
+    pub fn patch_with_watch(&mut self, events: &[crate::watch::Event], watched_to: i64) -> usize {
+        let top = self
+            .ops
+            .iter()
+            .filter_map(|o| match &o.outcome {
+                Outcome::Ok(r) => Some(r.revision()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let seen: std::collections::HashMap<(&str, &str), i64> = events
+            .iter()
+            .filter_map(|e| Some(((e.key.as_str(), e.value.as_deref()?), e.revision)))
+            .collect();
+        let mut settled = 0;
+        for op in &mut self.ops {
+            if op.outcome != Outcome::Indeterminate {
+                continue;
+            }
+            let (key, value, cas) = match &op.request {
+                Request::Put { key, value } => (key, value, false),
+                Request::Cas { key, value, .. } => (key, value, true),
+                _ => continue,
+            };
+            match seen.get(&(key.as_str(), value.as_str())) {
+                Some(&revision) => {
+                    op.outcome = Outcome::Ok(if cas {
+                        Response::Cas {
+                            succeeded: true,
+                            revision,
+                        }
+                    } else {
+                        Response::Put { revision }
+                    });
+                }
+                None if watched_to >= top => op.outcome = Outcome::Failed,
+                None => continue,
+            }
+            settled += 1;
+        }
+        settled
     }
 }

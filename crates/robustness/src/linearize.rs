@@ -477,4 +477,36 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn watch_events_settle_indeterminate_writes() {
+        use crate::watch::Event;
+        let mut h = History::new();
+        h.push(1, put("a", "x"), Outcome::Indeterminate, 0, 0);
+        h.push(2, put("a", "y"), Outcome::Indeterminate, 1, 0);
+        h.push(3, put("b", "z"), wrote(3), 2, 9);
+        h.push(4, get("a"), got(Some(("x", 2)), 3), 10, 11);
+        let events = [
+            Event {
+                revision: 2,
+                key: "a".into(),
+                value: Some("x".into()),
+            },
+            Event {
+                revision: 3,
+                key: "b".into(),
+                value: Some("z".into()),
+            },
+        ];
+        assert_eq!(h.patch_with_watch(&events, 3), 2);
+        assert_eq!(h.ops[0].outcome, wrote(2));
+        assert_eq!(h.ops[1].outcome, Outcome::Failed, "never seen: no effect");
+        assert!(matches!(check(&h, BUDGET), Verdict::Linearizable { .. }));
+        // A watcher that stopped short settles only what it saw.
+        let mut h2 = History::new();
+        h2.push(1, put("a", "y"), Outcome::Indeterminate, 1, 0);
+        h2.push(3, put("b", "z"), wrote(3), 2, 9);
+        assert_eq!(h2.patch_with_watch(&events[..1], 2), 0);
+        assert_eq!(h2.ops[0].outcome, Outcome::Indeterminate);
+    }
 }
