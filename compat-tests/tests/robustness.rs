@@ -255,11 +255,21 @@ async fn watch_loop(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
+async fn three_faulty_members_stay_linearizable_and_keep_watch_guarantees() {
+    run(3, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_faulty_members_stay_linearizable_and_keep_watch_guarantees() {
+    run(5, 15).await;
+}
+
+/// One run on `members` members for `ROBUSTNESS_SECS` (default `default_secs`) seconds.
+async fn run(members: usize, default_secs: u64) {
     let secs: u64 = std::env::var("ROBUSTNESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default_secs);
     let seed: u64 = std::env::var("ROBUSTNESS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -270,9 +280,9 @@ async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
                 .unwrap_or(7)
                 | 1
         });
-    eprintln!("robustness: {secs} s, ROBUSTNESS_SEED={seed}");
+    eprintln!("robustness: {members} members, {secs} s, ROBUSTNESS_SEED={seed}");
     let mut rng = Rng(seed);
-    let mut cl = Cluster::start(3, &[]).await;
+    let mut cl = Cluster::start_proxied(members, &[]).await;
     let endpoints = cl.endpoints();
     let clock = Clock(Instant::now());
     let history = Arc::new(Mutex::new(History::new()));
@@ -298,11 +308,14 @@ async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
         stop_watch.clone(),
     ));
     let end = Instant::now() + Duration::from_secs(secs);
-    let mut faults = Vec::new();
+    let mut faults: Vec<String> = Vec::new();
+    let mut windows: Vec<(u64, u64)> = Vec::new();
+    let n = cl.members.len();
     tokio::time::sleep(Duration::from_secs(1)).await;
     while Instant::now() < end {
-        let victim = rng.below(3) as usize;
-        match rng.below(3) {
+        let victim = rng.below(n as u64) as usize;
+        let began = clock.now();
+        match rng.below(4) {
             0 => {
                 faults.push(format!("kill -9 m{}", victim + 1));
                 cl.members[victim].kill9();
@@ -315,15 +328,29 @@ async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
                 tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
                 cl.members[victim].signal(libc::SIGCONT);
             }
+            2 => {
+                // The leader, most of the time: nothing the others send reaches it.
+                let cut = if rng.below(3) > 0 {
+                    cl.leader().await
+                } else {
+                    victim
+                };
+                faults.push(format!("partition m{} (inbound peer traffic)", cut + 1));
+                cl.proxies[cut].block();
+                tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
+                cl.proxies[cut].unblock();
+            }
             _ => {
                 let leader = cl.leader().await;
-                let target = (leader + 1 + rng.below(2) as usize) % 3;
+                let target = (leader + 1 + rng.below(n as u64 - 1) as usize) % n;
                 faults.push(format!("move leader m{} -> m{}", leader + 1, target + 1));
                 let id = cl.member_id(target).await;
                 let mut c = cl.members[leader].client().await;
                 let _ = c.move_leader(id).await;
             }
         }
+        // The fault's window lasts until the cluster has had an election timeout to recover.
+        windows.push((began, clock.now() + 1_000_000_000));
         tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -367,6 +394,12 @@ async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
         ok > 100,
         "too few answered operations to say anything: {ok}"
     );
+    liveness(&history, &windows);
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for f in &faults {
+        *kinds.entry(f.split(" m").next().unwrap_or("")).or_default() += 1;
+    }
+    eprintln!("robustness: faults by kind {kinds:?}");
     let events: Vec<Event> = records
         .iter()
         .flat_map(|r| r.responses.iter().flat_map(|x| x.events.iter().cloned()))
@@ -468,4 +501,35 @@ async fn a_faulty_cluster_stays_linearizable_and_keeps_watch_guarantees() {
         hashes.windows(2).all(|w| w[0] == w[1]),
         "HashKV differs at {rev}: {hashes:?}"
     );
+}
+
+/// Prints how long the answered operations took, inside and outside the fault windows (figures, not
+/// checks: timing belongs to the report, not to the test's verdict).
+fn liveness(h: &History, windows: &[(u64, u64)]) {
+    let (mut inside, mut outside): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    for o in &h.ops {
+        if o.ret == u64::MAX {
+            continue;
+        }
+        let took = o.ret - o.call;
+        if windows.iter().any(|&(a, b)| o.call < b && o.ret > a) {
+            inside.push(took);
+        } else {
+            outside.push(took);
+        }
+    }
+    for (what, mut v) in [("outside faults", outside), ("in fault windows", inside)] {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_unstable();
+        let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize] as f64 / 1e6;
+        eprintln!(
+            "robustness: liveness {what}: {} ops, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            v.len(),
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    }
 }
