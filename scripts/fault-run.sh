@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi
-cargo build --bins
-FAULT_RUN_SECS="${1:-300}" cargo test -p compat-tests --test cluster -- \
+cargo build --bins --features metastore/failpoints
+FAULT_RUN_SECS="${1:-300}" cargo test -p compat-tests --test cluster --features metastore/failpoints -- \
   --exact randomized_fault_run_loses_and_duplicates_nothing --nocapture

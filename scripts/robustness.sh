@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi
-cargo build --bins
+cargo build --bins --features metastore/failpoints
 export ROBUSTNESS_SECS=$(( ${1:-5} * 60 ))
 if [[ -n "${2:-}" ]]; then export ROBUSTNESS_SEED=$2; fi
-cargo test -p compat-tests --test robustness -- --nocapture
+cargo test -p compat-tests --test robustness --features metastore/failpoints -- --nocapture

@@ -12,6 +12,7 @@ pub mod config;
 pub mod corrupt;
 pub mod duration;
 pub mod error;
+pub mod failpoints;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

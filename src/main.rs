@@ -139,6 +139,8 @@ fn main() -> ExitCode {
         tokio_lifo_slot = LIFO_SLOT,
         "starting metastore"
     );
+    // Logs the armed fail points now (a build with the `failpoints` feature only).
+    metastore::failpoints::armed("");
     stop_on_panic();
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,

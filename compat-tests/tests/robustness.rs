@@ -533,3 +533,115 @@ fn liveness(h: &History, windows: &[(u64, u64)]) {
         );
     }
 }
+
+/// The checker flags a build that serves stale reads: a follower armed with the `stale-reads` fail
+/// point (a build with `--features metastore/failpoints`, as scripts/test.sh makes it) answers a
+/// linearizable read from its own state while cut off from the leader. The write it missed was
+/// acknowledged before the read was sent, so the recorded history cannot be linearized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_flags_a_member_that_serves_stale_reads() {
+    let mut cl = Cluster::start_proxied(3, &[]).await;
+    let leader = cl.leader().await;
+    let stale = (leader + 1) % 3;
+    cl.members[stale]
+        .config_mut()
+        .envs
+        .push(("METASTORE_FAILPOINTS".into(), "stale-reads".into()));
+    cl.members[stale].restart().await;
+    assert!(
+        cl.members[stale]
+            .wait_for_log("failpoints armed", Duration::from_secs(10))
+            .await,
+        "the binary lacks the `failpoints` feature: build it with --features metastore/failpoints \
+         (scripts/test.sh does)"
+    );
+    let writer = (stale + 1) % 3;
+    let clock = Clock(Instant::now());
+    let mut h = History::new();
+    let mut w = cl.members[writer].client().await;
+    let mut r = cl.members[stale]
+        .client_timeout(Duration::from_secs(5))
+        .await;
+    let key = format!("{PREFIX}k");
+    let put = |v: &str| Request::Put {
+        key: key.clone(),
+        value: v.into(),
+    };
+    let call = clock.now();
+    let rev1 = w
+        .put(key.as_str(), "v1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    h.push(
+        0,
+        put("v1"),
+        Outcome::Ok(Response::Put { revision: rev1 }),
+        call,
+        clock.now(),
+    );
+    // The stale member has applied v1, then hears nothing more.
+    let m = &cl.members[stale];
+    eventually(10, "the stale member to apply v1", || async {
+        let mut c = m.client().await;
+        let g = c
+            .get(
+                key.as_str(),
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .ok()?;
+        (g.header()?.revision() >= rev1).then_some(())
+    })
+    .await;
+    cl.proxies[stale].block();
+    let call = clock.now();
+    let rev2 = w
+        .put(key.as_str(), "v2", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    h.push(
+        0,
+        put("v2"),
+        Outcome::Ok(Response::Put { revision: rev2 }),
+        call,
+        clock.now(),
+    );
+    let call = clock.now();
+    let g = r
+        .get(key.as_str(), None)
+        .await
+        .expect("the fail point answers");
+    let kv = g.kvs().first().expect("v1 is there");
+    let seen = (
+        String::from_utf8_lossy(kv.value()).to_string(),
+        kv.mod_revision(),
+    );
+    assert_eq!(seen, ("v1".to_string(), rev1), "the read is stale");
+    h.push(
+        1,
+        Request::Get { key: key.clone() },
+        Outcome::Ok(Response::Get {
+            value: Some(seen),
+            revision: g.header().unwrap().revision(),
+        }),
+        call,
+        clock.now(),
+    );
+    cl.proxies[stale].unblock();
+    match robustness::check(&h, 1_000_000) {
+        Verdict::NotLinearizable { stuck, .. } => {
+            assert_eq!(
+                stuck,
+                vec![2],
+                "the stale read is the operation that does not fit"
+            )
+        }
+        v => panic!("a stale read went unnoticed: {v:?}"),
+    }
+}

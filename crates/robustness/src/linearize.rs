@@ -82,17 +82,16 @@ pub fn check(h: &History, budget: u64) -> Verdict {
     for (i, e) in entries.iter_mut().enumerate() {
         e.word = op_word(i);
     }
-    let n = entries.len();
     let must = entries.iter().filter(|e| e.determinate).count();
 
     let mut state = State::new();
-    let mut done = vec![false; n];
+    let mut open = Open::new(&entries);
     let mut placed_must = 0usize;
     let mut set_hash: u128 = 0;
     let mut seen: HashSet<u128> = HashSet::new();
-    // The path: (entry, undo, candidates left to try at this depth).
+    // The path: (entry, undo), and per depth what is left to try there.
     let mut path: Vec<(usize, Undo)> = Vec::new();
-    let mut frontier: Vec<Level> = vec![candidates(&entries, &done, &state)];
+    let mut frontier: Vec<Level> = vec![open.candidates(&entries, &state)];
     let (mut steps, mut longest, mut stuck) = (0u64, 0usize, Vec::new());
 
     loop {
@@ -116,7 +115,7 @@ pub fn check(h: &History, budget: u64) -> Verdict {
                 return Verdict::NotLinearizable { longest, stuck };
             };
             state.undo(undo);
-            done[j] = false;
+            open.reopen(&entries, j);
             set_hash ^= entries[j].word;
             if entries[j].determinate {
                 placed_must -= 1;
@@ -139,13 +138,91 @@ pub fn check(h: &History, budget: u64) -> Verdict {
             state.undo(undo);
             continue;
         }
-        done[i] = true;
+        open.close(&entries, i);
         set_hash ^= e.word;
         if e.determinate {
             placed_must += 1;
         }
         path.push((i, undo));
-        frontier.push(candidates(&entries, &done, &state));
+        frontier.push(open.candidates(&entries, &state));
+    }
+}
+
+/// The operations not linearized yet, indexed for the search's questions: which come first by
+/// call, which returns first, and which fixes the lowest revision.
+struct Open {
+    /// Entry indices (entries are in call order).
+    by_call: std::collections::BTreeSet<usize>,
+    /// (return time, index) of the determinate ones.
+    by_ret: std::collections::BTreeSet<(u64, usize)>,
+    /// (revision its response fixes, index) of the determinate ones.
+    by_before: std::collections::BTreeSet<(i64, usize)>,
+}
+
+impl Open {
+    fn new(entries: &[Entry]) -> Open {
+        let mut o = Open {
+            by_call: Default::default(),
+            by_ret: Default::default(),
+            by_before: Default::default(),
+        };
+        for i in 0..entries.len() {
+            o.reopen(entries, i);
+        }
+        o
+    }
+
+    fn reopen(&mut self, entries: &[Entry], i: usize) {
+        self.by_call.insert(i);
+        if entries[i].determinate {
+            self.by_ret.insert((entries[i].op.ret, i));
+            self.by_before.insert((entries[i].before, i));
+        }
+    }
+
+    fn close(&mut self, entries: &[Entry], i: usize) {
+        self.by_call.remove(&i);
+        if entries[i].determinate {
+            self.by_ret.remove(&(entries[i].op.ret, i));
+            self.by_before.remove(&(entries[i].before, i));
+        }
+    }
+
+    /// The operations that may be linearized next, or none when some determinate operation can no
+    /// longer be placed at all.
+    fn candidates(&self, entries: &[Entry], state: &State) -> Level {
+        if let Some(&(before, i)) = self.by_before.first() {
+            if before < state.revision {
+                return Level {
+                    next: Vec::new(),
+                    dead: Some(i),
+                };
+            }
+        }
+        let min_ret = self.by_ret.first().map_or(u64::MAX, |&(r, _)| r);
+        let mut out: Vec<usize> = self
+            .by_call
+            .iter()
+            .copied()
+            .take_while(|&i| entries[i].op.call < min_ret)
+            .collect();
+        // Operations whose response fixes the current revision first, then other determinate
+        // ones, indeterminate writes last; each group earliest return first.
+        let rank = |e: &Entry| {
+            let group = if e.determinate && e.before == state.revision {
+                0
+            } else if e.determinate {
+                1
+            } else {
+                2
+            };
+            (group, e.op.ret)
+        };
+        out.sort_by_key(|&i| std::cmp::Reverse(rank(&entries[i])));
+        Level {
+            next: out,
+            dead: None,
+        }
     }
 }
 
@@ -156,48 +233,6 @@ struct Level {
     /// A determinate operation that can no longer be placed (the store's revision passed the one
     /// its response fixes): the level is dead.
     dead: Option<usize>,
-}
-
-/// The operations that may be linearized next, or none when some determinate operation can no
-/// longer be placed at all.
-fn candidates(entries: &[Entry], done: &[bool], state: &State) -> Level {
-    let mut min_ret = u64::MAX;
-    for (i, (e, d)) in entries.iter().zip(done).enumerate() {
-        if *d {
-            continue;
-        }
-        if e.determinate && e.before < state.revision {
-            return Level {
-                next: Vec::new(),
-                dead: Some(i),
-            };
-        }
-        min_ret = min_ret.min(e.op.ret);
-    }
-    let mut out: Vec<usize> = entries
-        .iter()
-        .enumerate()
-        .take_while(|(_, e)| e.op.call < min_ret)
-        .filter(|(i, _)| !done[*i])
-        .map(|(i, _)| i)
-        .collect();
-    // Operations whose response fixes the current revision first, then other determinate ones,
-    // indeterminate writes last; each group earliest return first.
-    let rank = |e: &Entry| {
-        let group = if e.determinate && e.before == state.revision {
-            0
-        } else if e.determinate {
-            1
-        } else {
-            2
-        };
-        (group, e.op.ret)
-    };
-    out.sort_by_key(|&i| std::cmp::Reverse(rank(&entries[i])));
-    Level {
-        next: out,
-        dead: None,
-    }
 }
 
 #[cfg(test)]
