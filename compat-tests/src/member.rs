@@ -590,10 +590,38 @@ impl Member {
                 self.log_tail(LOG_TAIL_LINES)
             ),
             Err(StartFailure::Timeout(why)) => panic!(
-                "member {} not ready within {STARTUP_TIMEOUT:?} after restart (last error: {why}); log tail:\n{}",
+                "member {} not ready within {STARTUP_TIMEOUT:?} after restart (last error: {why}); log tail:\n{}\nthreads:\n{}",
                 self.config.name,
-                self.log_tail(LOG_TAIL_LINES)
+                self.log_tail(LOG_TAIL_LINES),
+                self.stacks()
             ),
+        }
+    }
+
+    /// Every thread's stack of the running process (gdb, when the machine has it), for a member that
+    /// is stuck.
+    pub fn stacks(&self) -> String {
+        let Some(pid) = self.pid() else {
+            return "(not running)".into();
+        };
+        let out = std::process::Command::new("timeout")
+            .args([
+                "60",
+                "gdb",
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 25",
+            ])
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("Thread") || l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(no gdb: {e})"),
         }
     }
 
