@@ -30,6 +30,7 @@ pub mod member;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod seeded;
 pub mod target;
 pub mod watch_util;
 

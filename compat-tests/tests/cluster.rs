@@ -762,28 +762,11 @@ fn keys_of(kv: &HashMap<String, (String, i64)>) -> Vec<String> {
 /// `scripts/fault-run.sh` runs it for minutes). `FAULT_RUN_SEED` replays a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_fault_run_loses_and_duplicates_nothing() {
-    let secs: u64 = std::env::var("FAULT_RUN_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    let mut seed: u64 = std::env::var("FAULT_RUN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
-                | 1
-        });
+    let secs = compat_tests::seeded::secs("FAULT_RUN_SECS", 15);
+    let seed = compat_tests::seeded::seed("FAULT_RUN_SEED");
     eprintln!("fault run: {secs} s, FAULT_RUN_SEED={seed}");
-    let mut next = move |n: u64| {
-        // xorshift64
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = compat_tests::seeded::Rng::new(seed);
+    let mut next = move |n: u64| rng.below(n);
     let mut cl = Cluster::start(3, &[]).await;
     let w = Writer::start(&cl).await;
     w.wait_more(20).await;

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use compat_tests::seeded::Rng;
 use compat_tests::{eventually, Cluster};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, Txn, TxnOp, WatchOptions,
@@ -28,18 +29,6 @@ struct Clock(Instant);
 impl Clock {
     fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        // xorshift64
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
@@ -71,7 +60,7 @@ async fn client_loop(
     history: Arc<Mutex<History>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut n = 0u64;
     let mut c: Option<Client> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -266,22 +255,10 @@ async fn five_faulty_members_stay_linearizable_and_keep_watch_guarantees() {
 
 /// One run on `members` members for `ROBUSTNESS_SECS` (default `default_secs`) seconds.
 async fn run(members: usize, default_secs: u64) {
-    let secs: u64 = std::env::var("ROBUSTNESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_secs);
-    let seed: u64 = std::env::var("ROBUSTNESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
-                | 1
-        });
+    let secs = compat_tests::seeded::secs("ROBUSTNESS_SECS", default_secs);
+    let seed = compat_tests::seeded::seed("ROBUSTNESS_SEED");
     eprintln!("robustness: {members} members, {secs} s, ROBUSTNESS_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut cl = Cluster::start_proxied(members, &[]).await;
     let endpoints = cl.endpoints();
     let clock = Clock(Instant::now());
@@ -563,25 +540,7 @@ async fn the_checker_flags_a_member_that_serves_stale_reads() {
         .client_timeout(Duration::from_secs(5))
         .await;
     let key = format!("{PREFIX}k");
-    let put = |v: &str| Request::Put {
-        key: key.clone(),
-        value: v.into(),
-    };
-    let call = clock.now();
-    let rev1 = w
-        .put(key.as_str(), "v1", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    h.push(
-        0,
-        put("v1"),
-        Outcome::Ok(Response::Put { revision: rev1 }),
-        call,
-        clock.now(),
-    );
+    let rev1 = recorded_put(&mut w, &mut h, clock, &key, "v1").await;
     // The stale member has applied v1, then hears nothing more.
     let m = &cl.members[stale];
     eventually(10, "the stale member to apply v1", || async {
@@ -597,21 +556,7 @@ async fn the_checker_flags_a_member_that_serves_stale_reads() {
     })
     .await;
     cl.proxies[stale].block();
-    let call = clock.now();
-    let rev2 = w
-        .put(key.as_str(), "v2", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    h.push(
-        0,
-        put("v2"),
-        Outcome::Ok(Response::Put { revision: rev2 }),
-        call,
-        clock.now(),
-    );
+    recorded_put(&mut w, &mut h, clock, &key, "v2").await;
     let call = clock.now();
     let g = r
         .get(key.as_str(), None)
@@ -644,4 +589,34 @@ async fn the_checker_flags_a_member_that_serves_stale_reads() {
         }
         v => panic!("a stale read went unnoticed: {v:?}"),
     }
+}
+
+/// A put that must succeed, recorded in `h`; its revision.
+async fn recorded_put(
+    w: &mut Client,
+    h: &mut History,
+    clock: Clock,
+    key: &str,
+    value: &str,
+) -> i64 {
+    let call = clock.now();
+    let rev = w
+        .put(key, value, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let req = Request::Put {
+        key: key.into(),
+        value: value.into(),
+    };
+    h.push(
+        0,
+        req,
+        Outcome::Ok(Response::Put { revision: rev }),
+        call,
+        clock.now(),
+    );
+    rev
 }

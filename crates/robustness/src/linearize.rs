@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use crate::history::{History, Op, Outcome};
-use crate::model::{revision_before, State, Undo};
+use crate::model::{mix, revision_before, State, Undo};
 
 /// The checker's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +44,7 @@ struct Entry {
 
 fn op_word(i: usize) -> u128 {
     let a = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x1234_5678;
-    let m = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    (u128::from(m(a)) << 64) | u128::from(m(a ^ 0xdead_beef))
+    (u128::from(mix(a)) << 64) | u128::from(mix(a ^ 0xdead_beef))
 }
 
 /// Checks `h`, trying at most `budget` steps.
