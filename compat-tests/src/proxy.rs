@@ -28,8 +28,14 @@ impl Proxy {
         let (b, e, n) = (blocked.clone(), epoch.clone(), conns.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
+                // An accept error (a connection reset before it was accepted, say when the member
+                // behind was just killed) ends that connection, not the proxy.
+                let inbound = match listener.accept().await {
+                    Ok((inbound, _)) => inbound,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
                 };
                 if b.load(Ordering::Acquire) {
                     drop(inbound);
